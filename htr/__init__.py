@@ -1,0 +1,9 @@
+"""htr: handwritten text recognition with a CRNN trained by CTC on PyTorch Lightning."""
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates at import
+
+from htr.inference import Recognizer, load_model  # noqa: E402
+
+__all__ = ["Recognizer", "load_model"]

@@ -1,0 +1,126 @@
+"""What every htr datamodule shares: charset, validation and caching of samples, CTC batching."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from functools import cached_property
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, get_worker_info
+
+from htr.alphabet import Alphabet
+from htr.data.collate import CTCCollate
+from htr.data.dataset import Sample, TextImageDataset, load_samples
+from htr.data.transforms import train_augmentation
+
+log = logging.getLogger(__name__)
+
+STAGES = ("train", "val", "test")
+
+
+class TextImageDataModule(L.LightningDataModule, ABC):
+    """Base for datamodules whose samples are (image file, text) pairs split into train/val/test.
+
+    Subclasses only say where the samples are (``split_samples``); this class validates and caches
+    them, derives the charset and builds the loaders.
+
+    Args:
+        height: model input height; images are resized to it keeping their aspect ratio.
+        batch_size: samples per batch.
+        charset: characters the model emits; derived from all labels when None.
+        time_stride: input pixels per model time step, to reject labels too long for their image
+            (linked from the model by the CLI).
+        augment: apply the train augmentation.
+        skip_bad: skip unusable samples with a logged count instead of failing with the list.
+        num_workers: DataLoader worker processes.
+        seed: seeds the split and the augmentation.
+    """
+
+    def __init__(
+        self,
+        height: int = 32,
+        batch_size: int = 32,
+        charset: str | None = None,
+        time_stride: int = 4,
+        augment: bool = True,
+        skip_bad: bool = False,
+        num_workers: int = 0,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        self.height = height
+        self.batch_size = batch_size
+        self.time_stride = time_stride
+        self.augment = augment
+        self.skip_bad = skip_bad
+        self.num_workers = num_workers
+        self.seed = seed
+        self._charset = charset
+        self.datasets: dict[str, TextImageDataset] = {}
+
+    @abstractmethod
+    def split_samples(self) -> dict[str, list[Sample]]:
+        """The samples of each stage in ``STAGES``; may download or unpack data first."""
+
+    @cached_property
+    def _splits(self) -> dict[str, list[Sample]]:
+        splits = self.split_samples()
+        log.info("samples: %s", {stage: len(samples) for stage, samples in splits.items()})
+        return splits
+
+    @property
+    def charset(self) -> str:
+        """The model's characters: as configured, else every character of every label."""
+        if self._charset is None:
+            texts = (s.text for samples in self._splits.values() for s in samples)
+            self._charset = Alphabet.from_texts(texts).chars
+        return self._charset
+
+    @property
+    def alphabet(self) -> Alphabet:
+        return Alphabet(self.charset)
+
+    @property
+    def num_classes(self) -> int:
+        return self.alphabet.num_classes
+
+    def prepare_data(self) -> None:
+        self._splits  # noqa: B018 - lists (and, if needed, downloads) the data once, on one process
+
+    def setup(self, stage: str | None = None) -> None:
+        for name, samples in self._splits.items():
+            if name in self.datasets:
+                continue
+            kept, images = load_samples(samples, self.height, self.alphabet, self.time_stride, self.skip_bad)
+            augment = train_augmentation(self.seed) if name == "train" and self.augment else None
+            self.datasets[name] = TextImageDataset(kept, images, augment)
+
+    def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            self.datasets[stage],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=CTCCollate(self.alphabet),
+            worker_init_fn=_seed_worker_augmentation,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+def _seed_worker_augmentation(worker_id: int) -> None:
+    """Give each worker its own augmentation stream (copies of one seeded pipeline would repeat)."""
+    info = get_worker_info()
+    dataset = info.dataset if info is not None else None
+    if isinstance(dataset, TextImageDataset) and dataset.augment is not None:
+        dataset.augment.set_random_seed(torch.initial_seed() % 2**32)

@@ -1,0 +1,99 @@
+"""Training, evaluation and prediction of a CRNN with CTC loss."""
+
+from __future__ import annotations
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from htr.alphabet import Alphabet
+from htr.data.collate import Batch
+from htr.decoding import Transcription, greedy_decode
+from htr.metrics import SequenceAccuracy
+from htr.models.crnn import CRNN
+
+
+class HTRLitModule(LightningModule):
+    """CTC training of a CRNN; reports CER, WER and exact-match accuracy as ``val/cer``, ``test/acc``...
+
+    The checkpoint holds the charset and the network's configuration, so it is all inference needs.
+
+    Args:
+        net: the recognizer network; its ``num_classes`` must be ``len(charset) + 1``.
+        charset: the characters the network emits (class id 1 is ``charset[0]``; 0 is the blank).
+        optimizer: builds the optimizer from the parameters.
+        scheduler: builds a per-step LR scheduler from the optimizer; a ``total_steps`` left unset
+            (OneCycleLR) is filled in with the run's length.
+    """
+
+    def __init__(
+        self,
+        net: CRNN,
+        charset: str,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.net = net
+        self.alphabet = Alphabet(charset)
+        if net.num_classes != self.alphabet.num_classes:
+            raise ValueError(
+                f"net has {net.num_classes} outputs but charset {charset!r} needs {self.alphabet.num_classes}"
+            )
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.ctc_loss = nn.CTCLoss(blank=0, zero_infinity=True)
+        metrics = MetricCollection({"cer": CharErrorRate(), "wer": WordErrorRate(), "acc": SequenceAccuracy()})
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(T, N, C) logits of (N, 1, H, W) images."""
+        return self.net(images)
+
+    def transcribe(self, images: torch.Tensor, widths: torch.Tensor) -> list[Transcription]:
+        """Greedy CTC transcriptions of a padded batch, with each sample's true width."""
+        logits = self.net(images)
+        paths, confidence = greedy_decode(logits, self.net.output_lengths(widths))
+        return [Transcription(self.alphabet.decode(p), float(c)) for p, c in zip(paths, confidence)]
+
+    def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
+        logits = self.net(batch.images)  # (T, N, C)
+        log_probs = logits.float().log_softmax(-1)  # CTC needs float32, also under bf16 autocast
+        input_lengths = self.net.output_lengths(batch.widths)
+        loss = self.ctc_loss(log_probs, batch.targets, input_lengths, batch.target_lengths)
+        self.log(f"{stage}/loss", loss, batch_size=len(batch), prog_bar=True, on_epoch=True, on_step=stage == "train")
+        if stage != "train":
+            paths, _ = greedy_decode(log_probs, input_lengths)
+            metrics = self.val_metrics if stage == "val" else self.test_metrics
+            metrics.update([self.alphabet.decode(p) for p in paths], batch.texts)
+            self.log_dict(metrics, batch_size=len(batch), prog_bar=stage == "val")
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[Transcription]:
+        return self.transcribe(batch.images, batch.widths)
+
+    def configure_optimizers(self):  # noqa: ANN201 - Lightning accepts several return shapes
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        run_length = {}
+        if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None:
+            run_length["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, **run_length)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/cer"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,3 @@
+from htr.models.crnn import CRNN
+
+__all__ = ["CRNN"]

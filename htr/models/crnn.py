@@ -1,0 +1,104 @@
+"""CRNN (Shi et al. 2015): convolutions, the feature columns read as a sequence by a BiLSTM, a linear head."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+
+class CRNN(nn.Module):
+    """Convolutional recurrent network that emits CTC logits, one column of the image per time step.
+
+    Args:
+        num_classes: output size, characters + blank (``Alphabet.num_classes``).
+        height: input image height in pixels; every image is resized to it.
+        channels: output channels of each conv block (3x3 conv, batch norm, ReLU, max pool).
+        pools: (height, width) pooling of each block; the product of the widths is the time stride.
+        rnn_hidden: hidden size of each LSTM direction.
+        rnn_layers: number of stacked BiLSTM layers.
+        dropout: dropout before the LSTM, between its layers and before the head.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        height: int = 32,
+        channels: Sequence[int] = (32, 64, 96, 128),
+        pools: Sequence[Sequence[int]] = ((2, 2), (2, 2), (2, 1), (2, 1)),
+        rnn_hidden: int = 128,
+        rnn_layers: int = 2,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(pools):
+            raise ValueError(f"channels ({len(channels)}) and pools ({len(pools)}) need one entry per block")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must count the blank and at least one character, got {num_classes}")
+        self.num_classes = num_classes
+        self.height = height
+        self.time_stride = math.prod(p[1] for p in pools)
+        blocks: list[nn.Module] = []
+        in_channels = 1
+        for out_channels, (pool_h, pool_w) in zip(channels, pools):
+            blocks += [
+                nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+            ]
+            if (pool_h, pool_w) != (1, 1):
+                blocks.append(nn.MaxPool2d((pool_h, pool_w)))
+            in_channels = out_channels
+        self.cnn = nn.Sequential(*blocks)
+        with torch.inference_mode():  # infer the feature size per column from a dummy image
+            _, c, h, _ = self.cnn(torch.zeros(1, 1, height, 4 * self.time_stride)).shape
+        if h < 1:
+            raise ValueError(f"height {height} is too small for pools {pools}")
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = nn.LSTM(
+            c * h, rnn_hidden, num_layers=rnn_layers, bidirectional=True, dropout=dropout if rnn_layers > 1 else 0.0
+        )
+        self.head = nn.Linear(2 * rnn_hidden, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """CTC logits of a batch.
+
+        Args:
+            images: (N, 1, height, W) float images, ink positive, padding 0.
+
+        Returns:
+            (T, N, num_classes) logits with T = W // time_stride.
+        """
+        if images.shape[-2] != self.height:
+            raise ValueError(f"expected images of height {self.height}, got shape {tuple(images.shape)}")
+        if images.shape[-1] < self.time_stride:
+            raise ValueError(f"image width {images.shape[-1]} is below the minimum {self.time_stride}")
+        features = self.cnn(images)  # (N, C, H', T)
+        n, c, h, t = features.shape
+        features = features.permute(3, 0, 1, 2).reshape(t, n, c * h)  # (N, C, H', T) -> (T, N, C*H')
+        sequence, _ = self.rnn(self.dropout(features))  # (T, N, 2*hidden)
+        return self.head(self.dropout(sequence))  # (T, N, num_classes)
+
+    def output_lengths(self, widths: torch.Tensor) -> torch.Tensor:
+        """Number of time steps that carry each image's content, from its unpadded width."""
+        return torch.div(widths, self.time_stride, rounding_mode="floor").clamp(min=1)
+
+    def min_width(self, steps: int) -> int:
+        """Smallest input width whose output has ``steps`` time steps (see ``decoding.min_ctc_steps``)."""
+        return steps * self.time_stride
+
+    def fused(self) -> CRNN:
+        """An eval-mode copy with each batch norm folded into its convolution: same outputs, faster on CPU."""
+        fused = copy.deepcopy(self).eval()
+        layers: list[nn.Module] = []
+        for layer in fused.cnn:
+            if isinstance(layer, nn.BatchNorm2d) and layers and isinstance(layers[-1], nn.Conv2d):
+                layers[-1] = fuse_conv_bn_eval(layers[-1], layer)
+            else:
+                layers.append(layer)
+        fused.cnn = nn.Sequential(*layers)
+        return fused
