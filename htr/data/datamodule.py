@@ -7,8 +7,9 @@ from abc import ABC, abstractmethod
 from functools import cached_property
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, get_worker_info
+from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from htr.alphabet import Alphabet
 from htr.data.collate import CTCCollate
@@ -64,6 +65,14 @@ class TextImageDataModule(L.LightningDataModule, ABC):
     def split_samples(self) -> dict[str, list[Sample]]:
         """The samples of each stage in ``STAGES``; may download or unpack data first."""
 
+    def prepare_image(self, sample: Sample, gray: np.ndarray) -> np.ndarray:
+        """Per-sample processing of the decoded (H, W) uint8 image before resizing; subclasses override it."""
+        return gray
+
+    def batch_sampler(self, stage: str, shuffle: bool) -> Sampler[list[int]] | None:
+        """Batches of ``stage`` as index lists (e.g. grouped by width); None batches in order or at random."""
+        return None
+
     @cached_property
     def _splits(self) -> dict[str, list[Sample]]:
         splits = self.split_samples()
@@ -93,15 +102,22 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         for name, samples in self._splits.items():
             if name in self.datasets:
                 continue
-            kept, images = load_samples(samples, self.height, self.alphabet, self.time_stride, self.skip_bad)
+            kept, images = load_samples(
+                samples, self.height, self.alphabet, self.time_stride, self.skip_bad, self.prepare_image
+            )
             augment = train_augmentation(self.seed) if name == "train" and self.augment else None
             self.datasets[name] = TextImageDataset(kept, images, augment)
 
     def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
+        batch_sampler = self.batch_sampler(stage, shuffle)
+        batching = (
+            {"batch_size": self.batch_size, "shuffle": shuffle}
+            if batch_sampler is None
+            else {"batch_sampler": batch_sampler}
+        )
         return DataLoader(
             self.datasets[stage],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
+            **batching,
             num_workers=self.num_workers,
             collate_fn=CTCCollate(self.alphabet),
             worker_init_fn=_seed_worker_augmentation,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,7 @@ def load_samples(
     alphabet: Alphabet,
     time_stride: int,
     skip_bad: bool = False,
+    prepare: Callable[[Sample, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[list[Sample], list[np.ndarray]]:
     """Decode every image once, resized to ``height``, and check that each sample can be trained on.
 
@@ -58,6 +59,8 @@ def load_samples(
         alphabet: the characters the model can emit.
         time_stride: input pixels per model time step (``CRNN.time_stride``).
         skip_bad: drop bad samples with a logged count instead of raising ``BadSamplesError``.
+        prepare: per-sample processing of the full-resolution grayscale image before resizing (e.g.
+            thresholding with the sample's metadata, deslanting); None keeps the image as decoded.
 
     Returns:
         The good samples and their (height, W) uint8 images, in the same order.
@@ -67,7 +70,8 @@ def load_samples(
     problems: list[BadImageError] = []
     for sample in tqdm(samples, desc="decoding images", unit="img", leave=False, disable=len(samples) < 2000):
         try:
-            image = resize_to_height(read_gray(sample.path), height)
+            gray = read_gray(sample.path)
+            image = resize_to_height(gray if prepare is None else prepare(sample, gray), height)
             _check_label(sample, image.shape[1], alphabet, time_stride)
         except BadImageError as problem:
             problems.append(problem)
