@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 
 from lightning.pytorch.cli import ArgsType, LightningCLI

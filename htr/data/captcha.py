@@ -68,7 +68,4 @@ class CaptchaDataModule(TextImageDataModule):
         n_train = round(self.split[0] * len(samples))
         n_val = round(self.split[1] * len(samples))
         bounds = (0, n_train, n_train + n_val, len(samples))
-        return {
-            stage: [samples[i] for i in order[start:end]]
-            for stage, start, end in zip(STAGES, bounds, bounds[1:])
-        }
+        return {stage: [samples[i] for i in order[start:end]] for stage, start, end in zip(STAGES, bounds, bounds[1:])}

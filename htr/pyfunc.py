@@ -1,0 +1,108 @@
+"""The MLflow pyfunc flavour of a recognizer: what ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` run.
+
+The model directory holds a slim Lightning checkpoint (weights, net config, charset) and nothing else the
+recognizer needs, so the pyfunc, ``htr.load_model("models:/...")`` and the checkpoint give the same predictions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
+from PIL import Image, UnidentifiedImageError
+
+from htr.inference import Recognizer, load_model
+
+CHECKPOINT_ARTIFACT = "checkpoint"  # key of the checkpoint in the pyfunc's ``artifacts``
+IMAGE_COLUMN = "image"
+
+# ``image`` holds a file path, raw bytes or a base64 string, so its type is "any"; MLflow still checks
+# that the column exists.
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(AnyType(), IMAGE_COLUMN)]),
+    outputs=Schema([ColSpec("string", "text"), ColSpec("double", "confidence")]),
+)
+
+
+class BadPayloadError(MlflowException):
+    """A request the model cannot read; MLflow's scoring server answers it with HTTP 400 and this message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def decode_image(value: Any, row: int) -> Image.Image:
+    """The image in one cell of the ``image`` column: a path to an image file, its bytes, or base64 of them."""
+    if isinstance(value, Path) or (isinstance(value, str) and _looks_like_path(value)):
+        data = _read_file(Path(value), row)
+    elif isinstance(value, str):
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadPayloadError(
+                f"row {row}: {value[:60]!r} is neither an existing image file nor base64-encoded image data"
+            ) from None
+    elif isinstance(value, (bytes, bytearray)):
+        data = bytes(value)
+    else:
+        raise BadPayloadError(f"row {row}: expected a path, bytes or base64 string, got {type(value).__name__}")
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadPayloadError(
+            f"row {row}: {len(data)} bytes that are not a readable PNG/JPEG image ({error})"
+        ) from None
+    return image
+
+
+def _looks_like_path(value: str) -> bool:
+    # base64 never contains "." and image paths nearly always do (an extension); "/" is in both alphabets.
+    return "." in value or Path(value).is_file()
+
+
+def _read_file(path: Path, row: int) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise BadPayloadError(f"row {row}: cannot read image file {path} ({error.strerror or error})") from None
+
+
+class HTRPythonModel(PythonModel):
+    """pyfunc wrapper of a ``Recognizer``: DataFrame with an ``image`` column in, ``text``/``confidence`` out."""
+
+    recognizer: Recognizer
+
+    def load_context(self, context: PythonModelContext) -> None:
+        self.recognizer = load_model(context.artifacts[CHECKPOINT_ARTIFACT])
+
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Transcribe each row's image.
+
+        Raises:
+            BadPayloadError: a row is not an image, or the input has no ``image`` column.
+        """
+        if not isinstance(model_input, pd.DataFrame) or IMAGE_COLUMN not in model_input.columns:
+            columns = list(model_input.columns) if isinstance(model_input, pd.DataFrame) else type(model_input)
+            raise BadPayloadError(f"expected a DataFrame with an {IMAGE_COLUMN!r} column, got {columns}")
+        images = [decode_image(value, row) for row, value in enumerate(model_input[IMAGE_COLUMN])]
+        try:
+            results = self.recognizer.transcribe(images) if images else []
+        except ValueError as error:  # e.g. an image too narrow for the model
+            raise BadPayloadError(str(error)) from None
+        return pd.DataFrame(
+            {"text": [r.text for r in results], "confidence": [r.confidence for r in results]},
+            columns=["text", "confidence"],
+        )

@@ -1,0 +1,29 @@
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would ask PyPI at import
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+CAPTCHA_DIR = SHARED_DATA / "captcha_images_v2"
+
+
+@pytest.fixture(scope="session")
+def captcha_dir() -> Path:
+    """The 934 real captchas (read-only)."""
+    if not CAPTCHA_DIR.is_dir():
+        pytest.fail(f"real captcha data missing: {CAPTCHA_DIR} (tests expect ../shared/data beside the checkout)")
+    return CAPTCHA_DIR
+
+
+@pytest.fixture
+def small_captcha_dir(captcha_dir: Path, tmp_path: Path) -> Path:
+    """A writable folder with 20 real captchas, for tests that add bad files."""
+    folder = tmp_path / "captchas"
+    folder.mkdir()
+    for path in sorted(captcha_dir.glob("*.png"))[:20]:
+        shutil.copy(path, folder / path.name)
+    return folder

@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from htr.models.crnn import CRNN
+
+
+def test_output_shape_and_lengths():
+    net = CRNN(num_classes=20, height=32, pools=[[2, 2], [2, 2], [2, 1], [2, 1]])
+    logits = net(torch.rand(3, 1, 32, 128))
+    assert logits.shape == (32, 3, 20)  # (T, N, C), T = 128 / stride 4
+    assert net.output_lengths(torch.tensor([128, 64, 5])).tolist() == [32, 16, 1]
+    assert net.min_width(7) == 28
+
+
+def test_gradients_reach_every_parameter():
+    net = CRNN(num_classes=5, height=16, channels=[4, 8], pools=[[2, 2], [2, 1]], rnn_hidden=8)
+    net(torch.rand(2, 1, 16, 40)).logsumexp(-1).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+def test_parameter_count_of_default_is_small():
+    assert 0.5e6 < sum(p.numel() for p in CRNN(num_classes=20).parameters()) < 1.5e6
+
+
+def test_rejects_wrong_height_and_too_narrow_images():
+    net = CRNN(num_classes=5, height=32)
+    with pytest.raises(ValueError, match="height 32"):
+        net(torch.rand(1, 1, 24, 64))
+    with pytest.raises(ValueError, match="minimum"):
+        net(torch.rand(1, 1, 32, 2))
+
+
+def test_fused_copy_matches_original_in_eval():
+    net = CRNN(num_classes=7, height=32).eval()
+    for module in net.modules():  # non-trivial batch-norm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    images = torch.rand(2, 1, 32, 64)
+    with torch.inference_mode():
+        assert torch.allclose(net.fused()(images), net(images), atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.fused().modules())
