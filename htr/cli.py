@@ -7,12 +7,14 @@ import sys
 
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
+from htr import tracking
 from htr.data.datamodule import TextImageDataModule
 from htr.lit_module import HTRLitModule
 
 DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
 
   htr fit --config configs/captcha.yaml          train (validate/test/predict work the same way)
+                                                 runs are tracked in MLflow; the best model is registered
   htr transcribe --model CKPT_OR_URI IMAGES...   print path<TAB>text<TAB>confidence
 """
 
@@ -22,13 +24,34 @@ def _time_stride(pools: list[list[int]]) -> int:
 
 
 class HTRCLI(LightningCLI):
-    """LightningCLI whose data and model agree on charset, image height and time stride by construction."""
+    """LightningCLI whose data and model agree on charset, image height and time stride by construction.
+
+    Every run is tracked in MLflow unless ``--trainer.logger`` says otherwise (see ``htr.tracking``), and
+    ``fit`` ends by registering its best checkpoint (``registry.*`` arguments).
+    """
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - LightningArgumentParser
+        parser.add_argument("--registry.enabled", type=bool, default=True, help="register the best model of fit")
+        parser.add_argument(
+            "--registry.model_name", type=str | None, default=None, help="default: htr-<MLflow experiment name>"
+        )
+        parser.add_argument(
+            "--registry.alias", type=str, default="champion", help="given to a version that beats the holder's val/cer"
+        )
         parser.link_arguments("data.charset", "model.charset", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.init_args.height", "model.net.init_args.height")
         parser.link_arguments("model.net.init_args.pools", "data.init_args.time_stride", compute_fn=_time_stride)
+
+    def before_instantiate_classes(self) -> None:
+        tracking.prepare_logger_config(self.config[self.subcommand], self.subcommand)
+
+    def after_fit(self) -> None:
+        registry = self.config.fit.registry
+        logger = tracking.mlflow_logger(self.trainer)
+        if registry.enabled and logger is not None:
+            name = registry.model_name or f"htr-{logger.experiment_name}"
+            tracking.register_best(self.trainer, name, registry.alias)
 
 
 def main(args: ArgsType = None) -> HTRCLI | None:
@@ -44,6 +67,8 @@ def main(args: ArgsType = None) -> HTRCLI | None:
         TextImageDataModule,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
+        save_config_callback=tracking.MLflowRunCallback,
+        trainer_defaults={"logger": {"class_path": "htr.tracking.MLFlowLogger"}},
         parser_kwargs={"description": DESCRIPTION},
         args=args,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from htr.lit_module import HTRLitModule
 from htr.models.crnn import CRNN
 
 ImageInput = str | Path | Image.Image | np.ndarray
+MLFLOW_URI_SCHEMES = ("models:/", "runs:/")
 
 
 class Recognizer:
@@ -76,7 +78,22 @@ class Recognizer:
 
 
 def load_model(source: str | Path, device: str | torch.device = "cpu") -> Recognizer:
-    """A ``Recognizer`` from a Lightning checkpoint (.ckpt)."""
+    """A ``Recognizer`` from a Lightning checkpoint or a model logged to MLflow by ``htr fit``.
+
+    Args:
+        source: a ``.ckpt`` path, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/model``
+            (looked up in ``$MLFLOW_TRACKING_URI``, else the default store; see ``htr.tracking``).
+        device: where the weights go.
+
+    Raises:
+        FileNotFoundError: no checkpoint at the path.
+        htr.tracking.ModelNotFoundError: the URI names nothing; the message lists what exists.
+    """
+    if str(source).startswith(MLFLOW_URI_SCHEMES):
+        from htr.tracking import download_checkpoint  # imports mlflow, which checkpoint users need not pay for
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return load_model(download_checkpoint(str(source), Path(tmp)), device)
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")

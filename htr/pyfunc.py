@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from htr.inference import Recognizer, load_model
 
 CHECKPOINT_ARTIFACT = "checkpoint"  # key of the checkpoint in the pyfunc's ``artifacts``
+CHECKPOINT_FILE = "model.ckpt"  # its file name, under ``artifacts/`` in the model directory
 IMAGE_COLUMN = "image"
 
 # ``image`` holds a file path, raw bytes or a base64 string, so its type is "any"; MLflow still checks
@@ -68,7 +69,12 @@ def decode_image(value: Any, row: int) -> Image.Image:
 
 def _looks_like_path(value: str) -> bool:
     # base64 never contains "." and image paths nearly always do (an extension); "/" is in both alphabets.
-    return "." in value or Path(value).is_file()
+    if "." in value:
+        return True
+    try:
+        return Path(value).is_file()
+    except OSError:  # e.g. longer than a file name may be: data, not a path
+        return False
 
 
 def _read_file(path: Path, row: int) -> bytes:

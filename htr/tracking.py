@@ -1,0 +1,426 @@
+"""MLflow tracking for htr: where runs go, what each run records, registering the best model, loading it back.
+
+Every ``htr fit/validate/test`` logs to MLflow (``HTRCLI`` makes ``MLFlowLogger`` below the default logger). The
+default store is embedded: ``sqlite:///<store>/mlflow.db`` with artifacts in ``<store>/mlruns/``, where
+``<store>`` is the project root in a source checkout, else ``$XDG_DATA_HOME/htr`` (``~/.local/share/htr``).
+``MLFLOW_TRACKING_URI`` or ``trainer.logger.init_args.tracking_uri`` switches to another store or a server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from jsonargparse import Namespace
+from lightning import LightningModule, Trainer
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from mlflow.entities import Param, RunTag
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from htr.data.datamodule import TextImageDataModule
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+MONITOR = "val/cer"  # the metric that picks the best checkpoint and the champion (lower is better)
+MODEL_ARTIFACT = "model"  # name of the logged pyfunc model inside its run
+REQUIREMENTS = ("torch", "lightning", "torchmetrics", "jsonargparse", "mlflow", "numpy", "pandas", "pillow",
+                "opencv-python-headless", "albumentations")  # fmt: skip
+
+
+def _project_root() -> Path | None:
+    """The source checkout htr runs from (a pyproject.toml beside the package), None when installed elsewhere."""
+    root = PACKAGE_DIR.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+PROJECT_ROOT = _project_root()
+
+
+def store_dir() -> Path:
+    """Folder of the default store: the project root, or ``$XDG_DATA_HOME/htr`` for an installed htr."""
+    if PROJECT_ROOT is not None:
+        return PROJECT_ROOT
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "htr"
+
+
+def default_tracking_uri() -> str:
+    """The embedded store, independent of the current directory: ``sqlite:///<store_dir>/mlflow.db``."""
+    return f"sqlite:///{store_dir() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else the default embedded store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, None for any other store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+class TrackingServerUnreachableError(ConnectionError):
+    """The configured MLflow server does not answer; raised before training so no work is lost."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail now, not after training, when ``uri`` is an http(s) server that does not answer.
+
+    Raises:
+        TrackingServerUnreachableError: naming the server, the reason and the ways out.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered; authentication or routing problems surface with MLflow's own message
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingServerUnreachableError(
+            f"MLflow tracking server {uri} is unreachable ({reason}). Start it, fix MLFLOW_TRACKING_URI / "
+            f"trainer.logger.init_args.tracking_uri, or pass --trainer.logger.init_args.fallback_to_local true "
+            f"to log to the local store {default_tracking_uri()} instead."
+        ) from None
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
+
+
+class MLFlowLogger(LightningMLFlowLogger):
+    """Lightning's MLflow logger with htr's defaults: a store anchored to the project, checked before training.
+
+    With a ``sqlite:///`` store, a new experiment keeps its artifacts in ``mlruns/<experiment>/`` beside the
+    database (MLflow would use ``./mlruns`` of whatever directory the run started in).
+
+    Args:
+        experiment_name: one experiment per dataset/config family, e.g. ``captcha``.
+        run_name: shown in the UI; the CLI names runs ``<subcommand> <data> <date>`` when None.
+        tracking_uri: store or server; ``$MLFLOW_TRACKING_URI``, else the default local store, when None.
+        tags: extra run tags.
+        run_id: log into this existing run instead of creating one.
+        fallback_to_local: log to the local store, with a warning, when the server is unreachable
+            (otherwise that is an error).
+    """
+
+    def __init__(
+        self,
+        experiment_name: str = "htr",
+        run_name: str | None = None,
+        tracking_uri: str | None = None,
+        tags: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        fallback_to_local: bool = False,
+    ) -> None:
+        uri = resolve_tracking_uri(tracking_uri)
+        try:
+            check_reachable(uri)
+        except TrackingServerUnreachableError as error:
+            if not fallback_to_local:
+                raise
+            uri = default_tracking_uri()
+            rank_zero_warn(f"{error} Falling back to {uri} as asked (fallback_to_local).")
+        database = sqlite_path(uri)
+        artifact_location = None
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
+            artifact_location = (database.parent / "mlruns" / _slug(experiment_name)).as_uri()
+        super().__init__(
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tracking_uri=uri,
+            tags=tags,
+            artifact_location=artifact_location,
+            run_id=run_id,
+        )
+        self.tracking_uri = uri
+        self.experiment_name = experiment_name
+
+
+def mlflow_logger(trainer: Trainer) -> MLFlowLogger | None:
+    """The trainer's htr ``MLFlowLogger``, if it has one."""
+    return next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+
+
+def readable_run_name(subcommand: str, data_class_path: str) -> str:
+    """``fit captcha 2024-05-01 14:03``: what, on which data, when."""
+    data = data_class_path.rsplit(".", 1)[-1].removesuffix("DataModule").lower() or "data"
+    return f"{subcommand} {data} {time.strftime('%Y-%m-%d %H:%M')}"
+
+
+def checkpoint_run(ckpt_path: str | Path) -> tuple[str, str] | None:
+    """(tracking URI, run id) of the run that wrote a checkpoint, when ``MLflowRunCallback`` stamped it."""
+    if not Path(ckpt_path).is_file():
+        return None
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    stamp = checkpoint.get("mlflow") or {}
+    return (stamp["tracking_uri"], stamp["run_id"]) if stamp.get("run_id") else None
+
+
+def prepare_logger_config(config: Namespace, subcommand: str) -> None:
+    """Before the CLI builds the logger: continue the run of ``--ckpt_path`` (so ``htr test`` metrics land beside
+    the training's), else give the new run a readable name. Only touches an htr ``MLFlowLogger`` config."""
+    logger = config.get("trainer", {}).get("logger")
+    if not isinstance(logger, Namespace) or logger.get("class_path") != f"{__name__}.{MLFlowLogger.__name__}":
+        return
+    args = logger.init_args
+    ckpt_path = config.get("ckpt_path")
+    if args.get("run_id") is None and ckpt_path:
+        run = checkpoint_run(ckpt_path)
+        if run is not None and run[0] == resolve_tracking_uri(args.get("tracking_uri")):
+            args.run_id = run[1]
+            return
+    if args.get("run_name") is None:
+        args.run_name = readable_run_name(subcommand, config.data.class_path)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(tree, dict) and tree:
+        flat: dict[str, str] = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: str(tree)}
+
+
+def val_fingerprint(trainer: Trainer) -> str | None:
+    """Short hash of the validation samples (file names and texts): CERs compare only on the same set."""
+    datamodule = trainer.datamodule
+    if not isinstance(datamodule, TextImageDataModule) or "val" not in datamodule.datasets:
+        return None
+    items = sorted(f"{s.path.name}\t{s.text}" for s in datamodule.datasets["val"].samples)
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+
+
+def _git_commit() -> str | None:
+    if PROJECT_ROOT is None:
+        return None
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
+
+        commit = git("rev-parse", "HEAD").strip()
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def environment_tags() -> dict[str, str]:
+    """Git commit of the checkout and versions of Python and the packages a model depends on."""
+    tags = {"htr.git_commit": _git_commit(), "version.python": sys.version.split()[0]}
+    tags |= {f"version.{name}": _package_version(name) for name in ("htr", *REQUIREMENTS)}
+    return {key: value for key, value in tags.items() if value}
+
+
+class MLflowRunCallback(SaveConfigCallback):
+    """Records what makes a run reproducible in its MLflow run, and links checkpoints back to that run.
+
+    Logs the resolved config as ``config.yaml`` (``config-<stage>.yaml`` for validate/test) and, on a new run,
+    as params, with dataset sizes, charset and validation-set fingerprint; tags git commit and package versions.
+    Checkpoints get the tracking URI and run id so that ``htr test --ckpt_path`` reports into the same run.
+    Without an htr ``MLFlowLogger`` it does nothing (the checkpoint already holds the model's config).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        logger = mlflow_logger(trainer)
+        if logger is None:
+            return
+        client, run_id = logger.experiment, logger.run_id
+        name = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
+        client.log_text(run_id, self.parser.dump(self.config, skip_none=False), name)
+        tags = [RunTag(key, value) for key, value in environment_tags().items()]
+        params: list[Param] = []
+        if not client.get_run(run_id).data.params:  # params are immutable: a continued run keeps the fit's
+            values = _flatten(self.config.clone().as_dict()) | self._data_params(trainer, pl_module)
+            params = [Param(key, value[:6000]) for key, value in values.items()]
+        for start in range(0, max(len(params), 1), 100):  # MLflow takes at most 100 params per batch
+            client.log_batch(run_id, params=params[start : start + 100], tags=tags if start == 0 else [])
+
+    @staticmethod
+    def _data_params(trainer: Trainer, pl_module: LightningModule) -> dict[str, str]:
+        params = {"charset": getattr(getattr(pl_module, "alphabet", None), "chars", "")}
+        datamodule = trainer.datamodule
+        if isinstance(datamodule, TextImageDataModule):
+            params |= {f"dataset.{stage}_samples": str(len(ds)) for stage, ds in datamodule.datasets.items()}
+        fingerprint = val_fingerprint(trainer)
+        if fingerprint:
+            params["dataset.val_fingerprint"] = fingerprint
+        return params
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        logger = mlflow_logger(trainer)
+        if logger is not None and logger.run_id:
+            checkpoint["mlflow"] = {"tracking_uri": logger.tracking_uri, "run_id": logger.run_id}
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned requirements of the served model (local version tags such as ``+cpu`` are not on PyPI)."""
+    pins = ((name, _package_version(name)) for name in REQUIREMENTS)
+    return [f"{name}=={found.split('+')[0]}" for name, found in pins if found]
+
+
+def _slim_checkpoint(source: str | Path, target: Path) -> Path:
+    """Copy of a Lightning checkpoint without optimizer and loop state: what inference needs, a third the size."""
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    keep = ("state_dict", "hyper_parameters", "hparams_name", "pytorch-lightning_version", "epoch", "global_step")
+    torch.save({key: checkpoint[key] for key in keep if key in checkpoint}, target)
+    return target
+
+
+def _input_example(trainer: Trainer) -> Any:
+    """One validation image as the pyfunc receives it over REST: a DataFrame row holding base64 PNG bytes."""
+    import base64
+
+    import pandas as pd
+
+    datamodule = trainer.datamodule
+    if not isinstance(datamodule, TextImageDataModule) or not datamodule.datasets.get("val"):
+        return None
+    path = datamodule.datasets["val"].samples[0].path
+    return pd.DataFrame({"image": [base64.b64encode(path.read_bytes()).decode("ascii")]})
+
+
+def _champion_decision(
+    client: MlflowClient, name: str, alias: str, val_cer: float, fingerprint: str | None
+) -> tuple[bool, str]:
+    """Whether the new version takes ``alias``, and why: only a strictly lower CER on the same val set does."""
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return True, f"takes '{alias}': first version with it ({MONITOR} {val_cer:.4f})"
+    held = f"version {current.version}"
+    if current.tags.get("val_fingerprint") != fingerprint or "val_cer" not in current.tags:
+        return False, (
+            f"stays a plain version: '{alias}' ({held}) was validated on another val set "
+            f"({current.tags.get('val_fingerprint')} vs {fingerprint}), so their {MONITOR} do not compare"
+        )
+    best = float(current.tags["val_cer"])
+    if val_cer < best:
+        return True, f"takes '{alias}' from {held}: {MONITOR} {val_cer:.4f} < {best:.4f}"
+    return False, f"stays a plain version: {MONITOR} {val_cer:.4f} does not beat '{alias}' ({held}) at {best:.4f}"
+
+
+def register_best(trainer: Trainer, model_name: str, alias: str = "champion") -> ModelVersion | None:
+    """Log the best checkpoint (by ``val/cer``) of a finished fit as a pyfunc model and register it.
+
+    The new version takes ``alias`` only if its validation CER beats the current holder's on the same
+    validation set; the reason is logged and kept in the version's ``champion_decision`` tag.
+
+    Returns:
+        The registered version, or None when there is nothing to register (no MLflow logger or best checkpoint).
+    """
+    from htr.inference import load_model
+    from htr.pyfunc import CHECKPOINT_ARTIFACT, CHECKPOINT_FILE, SIGNATURE, HTRPythonModel
+
+    logger = mlflow_logger(trainer)
+    callback = trainer.checkpoint_callback
+    if logger is None or not trainer.is_global_zero:
+        return None
+    if callback is None or callback.monitor != MONITOR or not callback.best_model_path:
+        rank_zero_warn(f"not registering {model_name}: needs a ModelCheckpoint(monitor='{MONITOR}') that saved one")
+        return None
+    val_cer = float(callback.best_model_score)
+    fingerprint = val_fingerprint(trainer)
+    mlflow.set_tracking_uri(logger.tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=logger.run_id):
+        checkpoint = _slim_checkpoint(callback.best_model_path, Path(tmp) / CHECKPOINT_FILE)
+        recognizer = load_model(checkpoint)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=HTRPythonModel(),
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+            code_paths=[str(PACKAGE_DIR)],
+            pip_requirements=_pip_requirements(),
+            signature=SIGNATURE,
+            input_example=_input_example(trainer),
+            metadata={"height": recognizer.height, "charset": recognizer.alphabet.chars, "val_cer": val_cer},
+            registered_model_name=model_name,
+        )
+    client = MlflowClient(logger.tracking_uri)
+    number = str(info.registered_model_version)
+    promote, decision = _champion_decision(client, model_name, alias, val_cer, fingerprint)
+    tags = {"val_cer": repr(val_cer), "val_fingerprint": fingerprint or "", "checkpoint": callback.best_model_path,
+            "champion_decision": decision}  # fmt: skip
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, number, key, value)
+    if promote:
+        client.set_registered_model_alias(model_name, alias, number)
+    client.set_tag(logger.run_id, "registered_model", f"models:/{model_name}/{number}")
+    rank_zero_info(f"Registered {model_name} version {number}, which {decision}")
+    return client.get_model_version(model_name, number)
+
+
+class ModelNotFoundError(LookupError):
+    """A ``models:/`` or ``runs:/`` URI that names nothing in the store; the message lists what exists."""
+
+
+def _check_model_uri(client: MlflowClient, uri: str) -> None:
+    """Raise ``ModelNotFoundError`` listing the models, versions or aliases that do exist."""
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/([^/]+))(/.*)?", uri)
+    if match is None:
+        if uri.startswith("models:/"):
+            raise ModelNotFoundError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        return
+    name, alias, number, _ = match.groups()
+    names = sorted(m.name for m in client.search_registered_models())
+    if name not in names:
+        raise ModelNotFoundError(f"no registered model {name!r} in {client.tracking_uri}; registered: {names}")
+    model = client.get_registered_model(name)
+    numbers = sorted((v.version for v in client.search_model_versions(f"name='{name}'")), key=int)
+    if alias is not None and alias not in model.aliases:
+        raise ModelNotFoundError(f"{name} has no alias {alias!r}; aliases: {model.aliases}, versions: {numbers}")
+    if number is not None and number != "latest" and number not in numbers:
+        raise ModelNotFoundError(f"{name} has no version {number}; versions: {numbers}, aliases: {model.aliases}")
+
+
+def download_checkpoint(uri: str, target: Path, tracking_uri: str | None = None) -> Path:
+    """Fetch the checkpoint inside a logged htr model into ``target``.
+
+    Args:
+        uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/model``.
+        target: an empty folder to download into.
+        tracking_uri: the store; ``resolve_tracking_uri()`` when None.
+
+    Raises:
+        ModelNotFoundError: nothing has that name, alias, version or run, with what exists instead.
+    """
+    from htr.pyfunc import CHECKPOINT_FILE
+
+    tracking_uri = resolve_tracking_uri(tracking_uri)
+    _check_model_uri(MlflowClient(tracking_uri, registry_uri=tracking_uri), uri)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=str(target), tracking_uri=tracking_uri, registry_uri=tracking_uri
+        )
+    except MlflowException as error:
+        raise ModelNotFoundError(f"cannot fetch {uri} from {tracking_uri}: {error.message}") from None
+    checkpoint = Path(local) / "artifacts" / CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        raise ModelNotFoundError(f"{uri} is not an htr model: {checkpoint} does not exist")
+    return checkpoint
