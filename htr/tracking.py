@@ -99,6 +99,23 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def reachable_tracking_uri(uri: str | None = None, fallback_to_local: bool = False) -> str:
+    """``resolve_tracking_uri(uri)`` once it answers, or the local store (with a warning) if asked to fall back.
+
+    Raises:
+        TrackingServerUnreachableError: the server does not answer and no fallback was asked for.
+    """
+    uri = resolve_tracking_uri(uri)
+    try:
+        check_reachable(uri)
+    except TrackingServerUnreachableError as error:
+        if not fallback_to_local:
+            raise
+        uri = default_tracking_uri()
+        rank_zero_warn(f"{error} Falling back to {uri} as asked (fallback_to_local).")
+    return uri
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
 
@@ -128,14 +145,7 @@ class MLFlowLogger(LightningMLFlowLogger):
         run_id: str | None = None,
         fallback_to_local: bool = False,
     ) -> None:
-        uri = resolve_tracking_uri(tracking_uri)
-        try:
-            check_reachable(uri)
-        except TrackingServerUnreachableError as error:
-            if not fallback_to_local:
-                raise
-            uri = default_tracking_uri()
-            rank_zero_warn(f"{error} Falling back to {uri} as asked (fallback_to_local).")
+        uri = reachable_tracking_uri(tracking_uri, fallback_to_local)
         database = sqlite_path(uri)
         artifact_location = None
         if database is not None:
@@ -174,16 +184,18 @@ def checkpoint_run(ckpt_path: str | Path) -> tuple[str, str] | None:
 
 
 def prepare_logger_config(config: Namespace, subcommand: str) -> None:
-    """Before the CLI builds the logger: continue the run of ``--ckpt_path`` (so ``htr test`` metrics land beside
-    the training's), else give the new run a readable name. Only touches an htr ``MLFlowLogger`` config."""
+    """Before the CLI builds the logger: check the server (a clean error now, not one wrapped by the parser),
+    continue the run of ``--ckpt_path`` (so ``htr test`` metrics land beside the training's), else give the new
+    run a readable name. Only touches an htr ``MLFlowLogger`` config."""
     logger = config.get("trainer", {}).get("logger")
     if not isinstance(logger, Namespace) or logger.get("class_path") != f"{__name__}.{MLFlowLogger.__name__}":
         return
     args = logger.init_args
+    args.tracking_uri = reachable_tracking_uri(args.get("tracking_uri"), args.get("fallback_to_local", False))
     ckpt_path = config.get("ckpt_path")
     if args.get("run_id") is None and ckpt_path:
         run = checkpoint_run(ckpt_path)
-        if run is not None and run[0] == resolve_tracking_uri(args.get("tracking_uri")):
+        if run is not None and run[0] == args.tracking_uri:
             args.run_id = run[1]
             return
     if args.get("run_name") is None:
@@ -212,6 +224,7 @@ def _git_commit() -> str | None:
     if PROJECT_ROOT is None:
         return None
     try:
+
         def git(*args: str) -> str:
             return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
 
@@ -252,6 +265,7 @@ class MLflowRunCallback(SaveConfigCallback):
         if logger is None:
             return
         client, run_id = logger.experiment, logger.run_id
+        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn (a str enum)
         name = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
         client.log_text(run_id, self.parser.dump(self.config, skip_none=False), name)
         tags = [RunTag(key, value) for key, value in environment_tags().items()]
@@ -400,27 +414,28 @@ def _check_model_uri(client: MlflowClient, uri: str) -> None:
 
 
 def download_checkpoint(uri: str, target: Path, tracking_uri: str | None = None) -> Path:
-    """Fetch the checkpoint inside a logged htr model into ``target``.
+    """Fetch the checkpoint inside a logged htr model into ``target`` (the rest of the model stays put).
 
     Args:
         uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/model``.
-        target: an empty folder to download into.
+        target: a folder to download into.
         tracking_uri: the store; ``resolve_tracking_uri()`` when None.
 
     Raises:
-        ModelNotFoundError: nothing has that name, alias, version or run, with what exists instead.
+        ModelNotFoundError: nothing has that name, alias or version (the message lists what exists), or the
+            run or model holds no htr checkpoint.
     """
     from htr.pyfunc import CHECKPOINT_FILE
 
     tracking_uri = resolve_tracking_uri(tracking_uri)
     _check_model_uri(MlflowClient(tracking_uri, registry_uri=tracking_uri), uri)
+    checkpoint_uri = f"{uri.rstrip('/')}/artifacts/{CHECKPOINT_FILE}"
     try:
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=str(target), tracking_uri=tracking_uri, registry_uri=tracking_uri
+            artifact_uri=checkpoint_uri, dst_path=str(target), tracking_uri=tracking_uri, registry_uri=tracking_uri
         )
-    except MlflowException as error:
-        raise ModelNotFoundError(f"cannot fetch {uri} from {tracking_uri}: {error.message}") from None
-    checkpoint = Path(local) / "artifacts" / CHECKPOINT_FILE
-    if not checkpoint.is_file():
-        raise ModelNotFoundError(f"{uri} is not an htr model: {checkpoint} does not exist")
-    return checkpoint
+    except (MlflowException, OSError) as error:
+        raise ModelNotFoundError(
+            f"cannot fetch {checkpoint_uri} from {tracking_uri} (is {uri} a model logged by `htr fit`?): {error}"
+        ) from None
+    return Path(local)

@@ -28,10 +28,18 @@ def main(args: Sequence[str] | None = None) -> None:
         description="Transcribe images with a trained model; prints path<TAB>text<TAB>confidence per image.",
     )
     parser.add_argument("images", nargs="+", help="image files (.png/.jpg) or folders of them")
-    parser.add_argument("--model", required=True, help="a Lightning checkpoint (.ckpt) written by `htr fit`")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a checkpoint (.ckpt) written by `htr fit`, or a logged model: models:/htr-captcha@champion, "
+        "models:/htr-captcha/3, runs:/RUN_ID/model (store: $MLFLOW_TRACKING_URI, else the default store)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     options = parser.parse_args(args)
-    recognizer = load_model(options.model)
+    try:
+        recognizer = load_model(options.model)
+    except (FileNotFoundError, LookupError) as error:  # LookupError: htr.tracking.ModelNotFoundError
+        parser.error(str(error))
     files = _image_files(options.images)
     if not files:
         parser.error(f"no .png/.jpg images in {options.images}")

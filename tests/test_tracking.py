@@ -1,0 +1,332 @@
+"""MLflow end to end on real captchas: tracked fit, registry and champion alias, loading by URI, server, serving.
+
+All tests share one sqlite store per session (creating an MLflow database takes seconds) and use their own
+experiment and model names in it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from htr.cli import main
+from htr.inference import load_model
+from htr.pyfunc import BadPayloadError
+from htr.tracking import (
+    MLFlowLogger,
+    ModelNotFoundError,
+    TrackingServerUnreachableError,
+    default_tracking_uri,
+    reachable_tracking_uri,
+    resolve_tracking_uri,
+    store_dir,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CAPTCHA_CONFIG = REPO_ROOT / "configs" / "captcha.yaml"
+VENV_BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tiny_fit(captcha_dir: Path, root: Path, tracking_uri: str, experiment: str, *extra: str) -> None:
+    """Two training batches and one validation batch of real captchas, tracked and registered."""
+    main(
+        args=[
+            "fit",
+            "--config", str(CAPTCHA_CONFIG),
+            "--data.data_dir", str(captcha_dir),
+            "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "2",
+            "--trainer.limit_val_batches", "1",
+            "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false",
+            "--trainer.default_root_dir", str(root),
+            "--trainer.logger.init_args.tracking_uri", tracking_uri,
+            "--trainer.logger.init_args.experiment_name", experiment,
+            "--registry.model_name", f"htr-{experiment}",
+            *extra,
+        ]
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def trained(store: str, captcha_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One tracked fit; its run, registered model and best checkpoint."""
+    root = tmp_path_factory.mktemp("fit")
+    _tiny_fit(captcha_dir, root, store, "tiny")
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    (best,) = root.glob("*/*/checkpoints/best-*.ckpt")
+    return {"client": client, "run": run, "model": "htr-tiny", "checkpoint": best, "root": root}
+
+
+@pytest.fixture
+def images(captcha_dir: Path) -> list[Path]:
+    return sorted(captcha_dir.glob("*.png"))[:4]
+
+
+def test_default_store_is_anchored_to_the_project_not_the_cwd(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, store: str
+):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert store_dir() == REPO_ROOT
+    assert default_tracking_uri() == f"sqlite:///{REPO_ROOT / 'mlflow.db'}" == resolve_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    logger = MLFlowLogger(experiment_name="anchored")
+    assert logger.tracking_uri == store
+    assert (
+        logger.experiment.get_experiment(logger.experiment_id).artifact_location
+        == (Path(store.removeprefix("sqlite:///")).parent / "mlruns" / "anchored").as_uri()
+    )
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_unreachable_server_fails_before_training(captcha_dir: Path, tmp_path: Path):
+    server = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(TrackingServerUnreachableError, match=f"{server} is unreachable"):
+        _tiny_fit(captcha_dir, tmp_path, server, "unreachable")
+    assert time.monotonic() - started < 30
+    assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained
+    with pytest.warns(UserWarning, match="Falling back to"):
+        assert reachable_tracking_uri(server, fallback_to_local=True) == default_tracking_uri()
+
+
+@pytest.mark.slow
+def test_fit_logs_config_metrics_data_and_environment(trained: dict):
+    client, run = trained["client"], trained["run"]
+    params, tags = run.data.params, run.data.tags
+    assert run.info.run_name.startswith("fit captcha ")
+    assert params["model.optimizer.init_args.lr"] == "0.003"
+    assert params["data.init_args.batch_size"] == "16"
+    assert params["charset"] == "2345678bcdefgmnpwxy"
+    assert {params[f"dataset.{s}_samples"] for s in ("train", "val", "test")} == {"747", "93", "94"}
+    assert {"val/cer", "val/wer", "val/acc", "val/loss", "train/loss_epoch", "lr-AdamW"} <= set(run.data.metrics)
+    assert tags["version.torch"] and tags["version.mlflow"] == mlflow.__version__
+    assert len(tags["htr.git_commit"].split("-")[0]) == 40
+    config = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
+    assert "experiment_name: tiny" in config and "max_epochs: 1" in config
+    # artifacts sit beside the sqlite file, not in the directory the test ran from
+    assert run.info.artifact_uri.startswith(Path(client.tracking_uri.removeprefix("sqlite:///")).parent.as_uri())
+
+
+@pytest.mark.slow
+def test_best_checkpoint_registered_as_champion_with_signature(trained: dict):
+    client, name = trained["client"], trained["model"]
+    version = client.get_model_version_by_alias(name, "champion")
+    assert version.version == "1" and version.run_id == trained["run"].info.run_id
+    assert float(version.tags["val_cer"]) == trained["run"].data.metrics["val/cer"]
+    assert "first version" in version.tags["champion_decision"]
+    mlflow.set_tracking_uri(client.tracking_uri)
+    info = mlflow.models.get_model_info(f"models:/{name}/1")
+    assert info.signature.inputs.input_names() == ["image"]
+    assert info.signature.outputs.input_names() == ["text", "confidence"]
+    assert info.saved_input_example_info is not None
+    assert info.metadata["height"] == 32
+
+
+@pytest.mark.slow
+def test_champion_reloads_in_a_fresh_process_like_the_checkpoint(trained: dict, images: list[Path]):
+    expected = [tuple(t) for t in load_model(trained["checkpoint"]).transcribe(images)]
+    script = f"""
+import json, sys, mlflow, pandas as pd
+import htr
+paths = sys.argv[1:]
+by_name = htr.load_model("models:/{trained["model"]}@champion").transcribe(paths)
+pyfunc = mlflow.pyfunc.load_model("models:/{trained["model"]}@champion").predict(pd.DataFrame({{"image": paths}}))
+print(json.dumps({{"by_name": by_name, "pyfunc": pyfunc.values.tolist()}}))
+"""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": trained["client"].tracking_uri}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, images)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [tuple(r) for r in result["by_name"]] == expected
+    assert [tuple(r) for r in result["pyfunc"]] == pytest.approx(expected)  # same values through pandas
+
+
+@pytest.mark.slow
+def test_pyfunc_reads_paths_bytes_and_base64_and_rejects_other_payloads(trained: dict, images: list[Path]):
+    mlflow.set_tracking_uri(trained["client"].tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{trained['model']}/1")
+    data = images[0].read_bytes()
+    as_path, as_bytes, as_base64 = (
+        model.predict(pd.DataFrame({"image": [value]})).iloc[0].tolist()
+        for value in (str(images[0]), data, base64.b64encode(data).decode())
+    )
+    assert as_path == as_bytes == as_base64
+    for payload, reason in [
+        ("definitely not base64!", "neither an existing image file nor base64"),
+        (base64.b64encode(b"plain text, not a PNG").decode(), "not a readable PNG/JPEG"),
+        ("/no/such/captcha.png", "cannot read image file"),
+    ]:
+        with pytest.raises(BadPayloadError, match=reason):
+            model.predict(pd.DataFrame({"image": [payload]}))
+
+
+@pytest.mark.slow
+def test_unknown_model_uri_lists_what_exists(trained: dict, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["client"].tracking_uri)
+    name = trained["model"]
+    with pytest.raises(ModelNotFoundError, match=rf"no registered model 'nope'.*{name}"):
+        load_model("models:/nope@champion")
+    with pytest.raises(ModelNotFoundError, match=r"no alias 'prod'; aliases: \{'champion': '?1'?\}"):
+        load_model(f"models:/{name}@prod")
+    with pytest.raises(ModelNotFoundError, match=r"no version 7; versions: \['1'"):
+        load_model(f"models:/{name}/7")
+    assert load_model(f"runs:/{trained['run'].info.run_id}/model").height == 32
+
+
+@pytest.mark.slow
+def test_test_of_a_tracked_checkpoint_reports_into_its_training_run(trained: dict, captcha_dir: Path):
+    run = trained["run"]
+    main(
+        args=[
+            "test",
+            "--config", str(CAPTCHA_CONFIG),
+            "--data.data_dir", str(captcha_dir),
+            "--ckpt_path", str(trained["checkpoint"]),
+            "--trainer.limit_test_batches", "1",
+            "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.tracking_uri", trained["client"].tracking_uri,
+            "--trainer.logger.init_args.experiment_name", "tiny",
+        ]
+    )  # fmt: skip
+    client = trained["client"]
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+    assert "test/cer" in client.get_run(run.info.run_id).data.metrics
+    assert "config-test.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+@pytest.mark.slow
+def test_a_worse_run_does_not_take_the_champion_alias(trained: dict, captcha_dir: Path, tmp_path: Path):
+    client, name = trained["client"], trained["model"]
+    # lr 0 leaves the network at its random initialisation: it emits random characters, CER well above the
+    # trained run's (which has learnt to emit blanks at least)
+    _tiny_fit(captcha_dir, tmp_path, client.tracking_uri, "tiny", "--model.optimizer.init_args.lr", "0",
+              "--model.scheduler", "null")  # fmt: skip
+    second = client.get_model_version(name, "2")
+    assert float(second.tags["val_cer"]) >= float(client.get_model_version(name, "1").tags["val_cer"])
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
+    assert "stays a plain version" in second.tags["champion_decision"]
+    assert "does not beat 'champion' (version 1)" in second.tags["champion_decision"]
+
+
+def _start(command: list[str], env: dict[str, str], health_url: str, timeout: float = 120) -> subprocess.Popen:
+    """Start a server in its own process group and wait until ``health_url`` answers 200."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[:3]} exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(health_url, timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+    _stop(process)
+    raise TimeoutError(f"{command[:3]} did not answer {health_url} within {timeout} s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop a server started by ``_start`` and its workers (its process group, whose id is its PID)."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _server_env() -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}  # serve runs uvicorn from PATH
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    return env
+
+
+@pytest.mark.slow
+def test_training_against_an_mlflow_server(captcha_dir: Path, tmp_path: Path):
+    port = _free_port()
+    server = _start(
+        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "-w", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
+         str(tmp_path / "artifacts")],
+        _server_env(),
+        f"http://127.0.0.1:{port}/health",
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        _tiny_fit(captcha_dir, tmp_path / "run", uri, "served")
+        client = MlflowClient(uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("served").experiment_id])
+        assert "val/cer" in run.data.metrics and run.data.params["charset"]
+        assert client.get_model_version_by_alias("htr-served", "champion").version == "1"
+        assert list((tmp_path / "artifacts").rglob("model.ckpt"))  # uploaded through the server
+    finally:
+        _stop(server)
+    assert server.returncode is not None
+
+
+@pytest.mark.slow
+def test_served_model_transcribes_over_http_and_rejects_non_images(trained: dict, images: list[Path]):
+    port = _free_port()
+    env = {**_server_env(), "MLFLOW_TRACKING_URI": trained["client"].tracking_uri}
+    uri = f"models:/{trained['model']}@champion"
+    server = _start(
+        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}/ping",
+    )  # fmt: skip
+
+    def post(images: list[str]) -> tuple[int, dict]:
+        body = json.dumps({"dataframe_records": [{"image": image} for image in images]}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    try:
+        status, answer = post([base64.b64encode(p.read_bytes()).decode() for p in images])
+        assert status == 200
+        expected = load_model(trained["checkpoint"]).transcribe(images)
+        got = [(row["text"], row["confidence"]) for row in answer["predictions"]]
+        assert got == pytest.approx([tuple(t) for t in expected])
+        status, answer = post([base64.b64encode(b"hello, not an image").decode()])
+        assert status == 400
+        assert "not a readable PNG/JPEG image" in answer["message"]
+    finally:
+        _stop(server)
