@@ -11,6 +11,16 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 CAPTCHA_DIR = SHARED_DATA / "captcha_images_v2"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_store(tmp_path_factory):
+    """Runs made by tests go to a throwaway MLflow store, never the project's mlflow.db."""
+    store = tmp_path_factory.mktemp("mlflow")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/mlflow.db")
+    yield store
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def captcha_dir() -> Path:
     """The 934 real captchas (read-only)."""

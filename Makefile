@@ -1,0 +1,45 @@
+# Everything runs from the project's own venv, created on first use (idempotent).
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED_DATA := $(abspath ../shared/data)
+# Use the shared data beside the checkout when it is there (CI, this workplace); else ~/.cache/htr/data.
+export HTR_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: setup train test test-fast smoke bench style quality clean
+
+setup: $(BIN)/.installed
+
+# constraints-cpu.txt pins torch 2.13.0 (a CPU wheel here); an unpinned torch pulls a multi-GB CUDA build.
+$(BIN)/.installed: pyproject.toml constraints-cpu.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]' -c constraints-cpu.txt
+	touch $@
+
+train: setup  ## train the Captcha model (tracked in MLflow, best model registered)
+	$(BIN)/htr fit --config configs/captcha.yaml
+
+test: setup  ## the whole suite, slow tests included (what CI runs)
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+smoke: setup
+	$(BIN)/htr fit --config configs/captcha.yaml --trainer.max_epochs 1 --trainer.limit_train_batches 5 --trainer.limit_val_batches 2
+
+bench: setup
+	$(BIN)/python scripts/bench_captcha.py
+
+style: setup
+	$(BIN)/ruff format htr tests scripts
+	$(BIN)/ruff check --fix htr tests scripts
+
+quality: setup
+	$(BIN)/ruff check htr tests scripts
+	$(BIN)/ruff format --check htr tests scripts
+
+clean:
+	rm -rf outputs lightning_logs .pytest_cache
