@@ -62,6 +62,11 @@ def main(args: ArgsType = None) -> HTRCLI | None:
 
         transcribe(argv[1:])
         return None
+    if argv[:2] == ["data", "stats"]:
+        from htr.data.stats import main as data_stats
+
+        data_stats(argv[2:])
+        return None
     return HTRCLI(
         HTRLitModule,
         TextImageDataModule,
