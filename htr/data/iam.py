@@ -316,11 +316,12 @@ class IAMDataModule(TextImageDataModule):
 
     def samples(self) -> list[IAMSample]:
         """Every usable record as a sample, with the drops counted in ``self.counts`` and logged."""
+        records = self.records()  # first: it unpacks ascii.tgz, which holds forms.txt
         forms_file = self.data_dir / "ascii" / "forms.txt"
         writers = parse_forms(forms_file) if forms_file.is_file() else {}
         self.counts.clear()
         samples = []
-        for record in self.records():
+        for record in records:
             reason = self._keep(record)
             path = image_path(self.data_dir, self.level, record.id)
             if reason is None and not path.is_file():

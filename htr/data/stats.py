@@ -53,7 +53,7 @@ def build_datamodule(configs: Sequence[str], overrides: Sequence[str]) -> TextIm
 
     config = _merged_config(configs)
     if "class_path" not in config["data"]:
-        raise ValueError(f"no data.class_path in {list(configs)}: give a training config such as configs/iam_lines.yaml")
+        raise ValueError(f"no data.class_path in {list(configs)}: give a training config, e.g. configs/iam_lines.yaml")
     pools = config["model"].get("net", {}).get("init_args", {}).get("pools")
     if pools is not None:
         config["data"].setdefault("init_args", {})["time_stride"] = _time_stride(pools)
