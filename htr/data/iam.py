@@ -394,5 +394,8 @@ class IAMDataModule(TextImageDataModule):
     def batch_sampler(self, stage: str, shuffle: bool) -> BucketBatchSampler | None:
         if not self.bucketing:
             return None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            log.warning("width bucketing is off under multi-device training: Lightning shards plain batches only")
+            return None
         widths = [image.shape[1] for image in self.datasets[stage].images]
         return BucketBatchSampler(widths, self.batch_size, shuffle=shuffle, seed=self.seed)
