@@ -406,7 +406,7 @@ def _check_model_uri(client: MlflowClient, uri: str) -> None:
     if name not in names:
         raise ModelNotFoundError(f"no registered model {name!r} in {client.tracking_uri}; registered: {names}")
     model = client.get_registered_model(name)
-    numbers = sorted((v.version for v in client.search_model_versions(f"name='{name}'")), key=int)
+    numbers = sorted((str(v.version) for v in client.search_model_versions(f"name='{name}'")), key=int)
     if alias is not None and alias not in model.aliases:
         raise ModelNotFoundError(f"{name} has no alias {alias!r}; aliases: {model.aliases}, versions: {numbers}")
     if number is not None and number != "latest" and number not in numbers:

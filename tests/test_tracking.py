@@ -139,7 +139,7 @@ def test_fit_logs_config_metrics_data_and_environment(trained: dict):
 def test_best_checkpoint_registered_as_champion_with_signature(trained: dict):
     client, name = trained["client"], trained["model"]
     version = client.get_model_version_by_alias(name, "champion")
-    assert version.version == "1" and version.run_id == trained["run"].info.run_id
+    assert str(version.version) == "1" and version.run_id == trained["run"].info.run_id
     assert float(version.tags["val_cer"]) == trained["run"].data.metrics["val/cer"]
     assert "first version" in version.tags["champion_decision"]
     mlflow.set_tracking_uri(client.tracking_uri)
@@ -168,7 +168,8 @@ print(json.dumps({{"by_name": by_name, "pyfunc": pyfunc.values.tolist()}}))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert [tuple(r) for r in result["by_name"]] == expected
-    assert [tuple(r) for r in result["pyfunc"]] == pytest.approx(expected)  # same values through pandas
+    assert [text for text, _ in result["pyfunc"]] == [text for text, _ in expected]
+    assert [c for _, c in result["pyfunc"]] == pytest.approx([c for _, c in expected])  # via pandas float64
 
 
 @pytest.mark.slow
@@ -225,16 +226,17 @@ def test_test_of_a_tracked_checkpoint_reports_into_its_training_run(trained: dic
 
 
 @pytest.mark.slow
-def test_a_worse_run_does_not_take_the_champion_alias(trained: dict, captcha_dir: Path, tmp_path: Path):
-    client, name = trained["client"], trained["model"]
-    # lr 0 leaves the network at its random initialisation: it emits random characters, CER well above the
-    # trained run's (which has learnt to emit blanks at least)
-    _tiny_fit(captcha_dir, tmp_path, client.tracking_uri, "tiny", "--model.optimizer.init_args.lr", "0",
+def test_a_worse_run_does_not_take_the_champion_alias(store: str, captcha_dir: Path, tmp_path: Path):
+    client, name = MlflowClient(store), "htr-ladder"
+    # lr 0 keeps the seeded random initialisation, which happens to score a little under CER 1 here; two steps of
+    # training reach the CTC plateau (blanks only, CER exactly 1): a worse model, registered second
+    _tiny_fit(captcha_dir, tmp_path / "a", store, "ladder", "--model.optimizer.init_args.lr", "0",
               "--model.scheduler", "null")  # fmt: skip
-    second = client.get_model_version(name, "2")
-    assert float(second.tags["val_cer"]) >= float(client.get_model_version(name, "1").tags["val_cer"])
-    assert client.get_model_version_by_alias(name, "champion").version == "1"
-    assert "stays a plain version" in second.tags["champion_decision"]
+    _tiny_fit(captcha_dir, tmp_path / "b", store, "ladder")
+    first, second = (client.get_model_version(name, number) for number in ("1", "2"))
+    assert float(second.tags["val_cer"]) > float(first.tags["val_cer"]), "precondition: the second run is worse"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert second.tags["champion_decision"].startswith("stays a plain version")
     assert "does not beat 'champion' (version 1)" in second.tags["champion_decision"]
 
 
@@ -289,7 +291,7 @@ def test_training_against_an_mlflow_server(captcha_dir: Path, tmp_path: Path):
         client = MlflowClient(uri)
         (run,) = client.search_runs([client.get_experiment_by_name("served").experiment_id])
         assert "val/cer" in run.data.metrics and run.data.params["charset"]
-        assert client.get_model_version_by_alias("htr-served", "champion").version == "1"
+        assert str(client.get_model_version_by_alias("htr-served", "champion").version) == "1"
         assert list((tmp_path / "artifacts").rglob("model.ckpt"))  # uploaded through the server
     finally:
         _stop(server)
@@ -323,8 +325,8 @@ def test_served_model_transcribes_over_http_and_rejects_non_images(trained: dict
         status, answer = post([base64.b64encode(p.read_bytes()).decode() for p in images])
         assert status == 200
         expected = load_model(trained["checkpoint"]).transcribe(images)
-        got = [(row["text"], row["confidence"]) for row in answer["predictions"]]
-        assert got == pytest.approx([tuple(t) for t in expected])
+        assert [row["text"] for row in answer["predictions"]] == [t.text for t in expected]
+        assert [row["confidence"] for row in answer["predictions"]] == pytest.approx([t.confidence for t in expected])
         status, answer = post([base64.b64encode(b"hello, not an image").decode()])
         assert status == 400
         assert "not a readable PNG/JPEG image" in answer["message"]
