@@ -44,7 +44,7 @@ KNOWN_BROKEN = frozenset({"a01-117-05-02", "r06-022-03-05"})
 # Split lists of each named split: stage -> file names, looked for in each of the folders.
 SPLIT_LISTS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
     "rwth": (
-        ("splits/rwth", "rwth"),
+        ("splits/rwth",),
         {"train": ("train.lst",), "val": ("valid.lst",), "test": ("test.lst",)},
     ),
     "official": (
