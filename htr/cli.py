@@ -41,6 +41,7 @@ class HTRCLI(LightningCLI):
         parser.link_arguments("data.charset", "model.charset", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.init_args.height", "model.net.init_args.height")
+        parser.link_arguments("data.init_args.trim_margins", "model.trim_margins")
         parser.link_arguments("model.net.init_args.pools", "data.init_args.time_stride", compute_fn=_time_stride)
 
     def before_instantiate_classes(self) -> None:

@@ -13,7 +13,7 @@ from PIL import Image
 from htr.alphabet import Alphabet
 from htr.data.collate import pad_images
 from htr.data.images import read_gray, to_gray
-from htr.data.transforms import resize_to_height, to_tensor
+from htr.data.transforms import resize_to_height, to_tensor, trim_margins
 from htr.decoding import Transcription, greedy_decode
 from htr.lit_module import HTRLitModule
 from htr.models.crnn import CRNN
@@ -28,15 +28,17 @@ class Recognizer:
     Args:
         net: the trained network.
         charset: its characters (class id 1 is ``charset[0]``).
+        trim_margins: crop blank margins before resizing, as in training.
     """
 
-    def __init__(self, net: CRNN, charset: str) -> None:
+    def __init__(self, net: CRNN, charset: str, trim_margins: bool = False) -> None:
         self.net = net.fused().eval()
         self.alphabet = Alphabet(charset)
+        self.trim_margins = trim_margins
 
     @classmethod
     def from_lit_module(cls, module: HTRLitModule) -> Recognizer:
-        return cls(module.net, module.alphabet.chars)
+        return cls(module.net, module.alphabet.chars, module.trim_margins)
 
     @property
     def height(self) -> int:
@@ -53,6 +55,8 @@ class Recognizer:
             gray = to_gray(Image.fromarray(image))
         else:
             raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
+        if self.trim_margins:
+            gray = trim_margins(gray)
         gray = resize_to_height(gray, self.height)
         if gray.shape[1] < self.net.time_stride:
             raise ValueError(f"image is {gray.shape[1]} px wide after resizing; the model needs {self.net.time_stride}")

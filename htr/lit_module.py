@@ -27,6 +27,8 @@ class HTRLitModule(LightningModule):
         optimizer: builds the optimizer from the parameters.
         scheduler: builds a per-step LR scheduler from the optimizer; a ``total_steps`` left unset
             (OneCycleLR) is filled in with the run's length.
+        trim_margins: whether training images had their blank margins cropped (linked from the data),
+            kept here so that inference preprocesses exactly as training did.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class HTRLitModule(LightningModule):
         charset: str,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
+        trim_margins: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -44,6 +47,7 @@ class HTRLitModule(LightningModule):
             raise ValueError(
                 f"net has {net.num_classes} outputs but charset {charset!r} needs {self.alphabet.num_classes}"
             )
+        self.trim_margins = trim_margins
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.ctc_loss = nn.CTCLoss(blank=0, zero_infinity=True)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Sampler, get_worker_info
 from htr.alphabet import Alphabet
 from htr.data.collate import CTCCollate
 from htr.data.dataset import Sample, TextImageDataset, load_samples
-from htr.data.transforms import train_augmentation
+from htr.data.transforms import train_augmentation, trim_margins
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         charset: characters the model emits; derived from all labels when None.
         time_stride: input pixels per model time step, to reject labels too long for their image
             (linked from the model by the CLI).
+        trim_margins: crop blank left/right margins before resizing (``transforms.trim_margins``);
+            stored with the model so that inference does the same.
         augment: apply the train augmentation.
         skip_bad: skip unusable samples with a logged count instead of failing with the list.
         num_workers: DataLoader worker processes.
@@ -45,6 +47,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         batch_size: int = 32,
         charset: str | None = None,
         time_stride: int = 4,
+        trim_margins: bool = False,
         augment: bool = True,
         skip_bad: bool = False,
         num_workers: int = 0,
@@ -54,6 +57,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         self.height = height
         self.batch_size = batch_size
         self.time_stride = time_stride
+        self.trim_margins = trim_margins
         self.augment = augment
         self.skip_bad = skip_bad
         self.num_workers = num_workers
@@ -68,6 +72,10 @@ class TextImageDataModule(L.LightningDataModule, ABC):
     def prepare_image(self, sample: Sample, gray: np.ndarray) -> np.ndarray:
         """Per-sample processing of the decoded (H, W) uint8 image before resizing; subclasses override it."""
         return gray
+
+    def _prepare(self, sample: Sample, gray: np.ndarray) -> np.ndarray:
+        gray = self.prepare_image(sample, gray)
+        return trim_margins(gray) if self.trim_margins else gray
 
     def batch_sampler(self, stage: str, shuffle: bool) -> Sampler[list[int]] | None:
         """Batches of ``stage`` as index lists (e.g. grouped by width); None batches in order or at random."""
@@ -103,7 +111,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
             if name in self.datasets:
                 continue
             kept, images = load_samples(
-                samples, self.height, self.alphabet, self.time_stride, self.skip_bad, self.prepare_image
+                samples, self.height, self.alphabet, self.time_stride, self.skip_bad, self._prepare
             )
             augment = train_augmentation(self.seed) if name == "train" and self.augment else None
             self.datasets[name] = TextImageDataset(kept, images, augment)

@@ -78,3 +78,15 @@ def test_offline_download_fails_with_one_clear_message(tmp_path, monkeypatch):
         datamodule.prepare_data()
     assert str(tmp_path / "captcha_images_v2") in str(error.value)
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
+def test_trim_margins_crops_blank_paper_but_not_text(captcha_dir):
+    from htr.data.images import read_gray
+    from htr.data.transforms import trim_margins
+
+    gray = read_gray(captcha_dir / "226md.png")  # 200 px wide, text in roughly x = 20..130
+    trimmed = trim_margins(gray)
+    assert 100 < trimmed.shape[1] < 170 and trimmed.shape[0] == gray.shape[0]
+    blank = gray.copy()
+    blank[:] = 255
+    assert trim_margins(blank).shape == blank.shape  # nothing to find: unchanged

@@ -1,0 +1,190 @@
+"""Captcha benchmark: training speed and accuracy per seed, inference throughput, side by side with the peer.
+
+Prints one JSON object (and writes it to --out). For each seed it trains the default config through the
+real CLI and records seconds per epoch, wall time until val exact match >= 95%, val/test exact match and
+CER; then it measures inference images/s of the trained recognizer at batch 1, 32 and 64 (median of 5
+windows). With --peer-python it runs the Keras peer (../shared/peers/keras_captcha/run.py) right after each
+htr seed, on the same train+val images with htr's test split as its holdout, and reports the ratios.
+
+    python scripts/bench_captcha.py --seeds 1 2 3 [--peer-python /path/to/tf-venv/bin/python] [htr fit overrides]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import torch  # noqa: E402
+from lightning import Callback  # noqa: E402
+
+from htr.cli import main  # noqa: E402
+from htr.inference import Recognizer  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PEER_SCRIPT = REPO_ROOT.parent / "shared" / "peers" / "keras_captcha" / "run.py"
+
+
+class _Clock(Callback):
+    """Wall time of each epoch and of each validation result since fit started."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.epoch_start = 0.0
+        self.epoch_seconds: list[float] = []
+        self.val_acc: list[tuple[float, float]] = []  # (seconds since start, val/acc)
+
+    def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.epoch_seconds.append(time.perf_counter() - self.epoch_start)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
+            self.val_acc.append((time.perf_counter() - self.start, float(trainer.callback_metrics["val/acc"])))
+
+
+def _throughput(recognizer: Recognizer, images: list[torch.Tensor], batch: int, seconds: float = 2.0) -> float:
+    """Median images/s of forward + greedy decoding over 5 windows, after a warm-up."""
+    chunk = (images * (batch // len(images) + 1))[:batch]
+    for _ in range(5):
+        recognizer.transcribe_tensors(chunk)
+    rates = []
+    for _ in range(5):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 5:
+            recognizer.transcribe_tensors(chunk)
+            count += batch
+        rates.append(count / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def bench_htr(seed: int, config: str, extra: list[str], workdir: Path) -> tuple[dict, Recognizer, object]:
+    """Train one seed through the real CLI; report its timings and accuracies."""
+    args = ["fit", "--config", config, "--seed_everything", str(seed), "--data.init_args.seed", str(seed)]
+    args += ["--trainer.default_root_dir", str(workdir / f"htr_seed{seed}"), "--trainer.enable_progress_bar", "false"]
+    args += ["--registry.enabled", "false", "--trainer.callbacks+", "__main__._Clock", *extra]
+    start = time.perf_counter()
+    cli = main(args)
+    train_seconds = time.perf_counter() - start
+    clock = next(c for c in cli.trainer.callbacks if isinstance(c, _Clock))
+    best = cli.trainer.checkpoint_callback.best_model_path
+    val = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
+    test = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
+    reached = next((t for t, acc in clock.val_acc if acc >= 0.95), None)
+    result = {
+        "seed": seed,
+        "epochs": len(clock.epoch_seconds),
+        "train_wall_seconds": round(train_seconds, 1),
+        "seconds_per_epoch_median": round(statistics.median(clock.epoch_seconds), 2),
+        "seconds_to_val_acc_95": None if reached is None else round(reached, 1),
+        "val_acc": round(val["val/acc"], 4),
+        "val_cer": round(val["val/cer"], 4),
+        "test_acc": round(test["test/acc"], 4),
+        "test_cer": round(test["test/cer"], 4),
+        "n_train": len(cli.datamodule.datasets["train"]),
+        "n_val": len(cli.datamodule.datasets["val"]),
+        "n_test": len(cli.datamodule.datasets["test"]),
+    }
+    return result, Recognizer.from_lit_module(cli.model.cpu()), cli.datamodule
+
+
+def bench_peer(python: str, seed: int, datamodule, workdir: Path) -> dict:  # noqa: ANN001
+    """Run the Keras peer on htr's train+val images, scored on htr's test split."""
+    folders = {"data": workdir / f"peer_data_{seed}", "holdout": workdir / f"peer_holdout_{seed}"}
+    for name, stages in (("data", ("train", "val")), ("holdout", ("test",))):
+        folders[name].mkdir(exist_ok=True)
+        for stage in stages:
+            for sample in datamodule.datasets[stage].samples:
+                link = folders[name] / sample.path.name
+                if not link.exists():
+                    link.symlink_to(sample.path)
+    out = workdir / f"peer_seed{seed}.json"
+    command = [python, str(PEER_SCRIPT), "--model", "keras", "--data", str(folders["data"])]
+    command += ["--holdout", str(folders["holdout"]), "--seed", str(seed), "--threads", "2", "--out", str(out)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    peer = json.loads(out.read_text())
+    throughput = peer["inference_throughput"]
+    return {
+        "seed": seed,
+        "train_wall_seconds": round(peer["train_wall_seconds"], 1),
+        "seconds_per_epoch_mean": round(peer["mean_seconds_per_epoch"], 2),
+        "epochs": peer["epochs_run"],
+        "val_acc": round(peer["val_seq_accuracy"], 4),
+        "holdout_acc": round(peer["holdout_seq_accuracy"], 4),
+        "holdout_cer": round(peer["holdout_cer"], 4),
+        "b1_img_per_s": round(throughput["forward_plus_greedy_decode_b1_img_per_s_median"], 1),
+        "b32_img_per_s": round(throughput["forward_plus_greedy_decode_b32_img_per_s_median"], 1),
+    }
+
+
+def machine_info() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_average_at_end": os.getloadavg(),
+    }
+
+
+def main_bench() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "captcha.yaml"))
+    parser.add_argument("--peer-python", help="python of a venv with tensorflow, to run the Keras peer beside htr")
+    parser.add_argument("--out", default="bench_captcha.json", help="where to write the JSON too")
+    options, extra = parser.parse_known_args()  # the rest goes to `htr fit`, e.g. --trainer.max_epochs=30
+    runs, peers = [], []
+    with tempfile.TemporaryDirectory(prefix="bench_captcha_") as scratch:
+        for seed in options.seeds:
+            result, recognizer, datamodule = bench_htr(seed, options.config, extra, Path(scratch))
+            images = [recognizer.preprocess(s.path) for s in datamodule.datasets["test"].samples]
+            result["inference_img_per_s"] = {f"b{b}": round(_throughput(recognizer, images, b), 1) for b in (1, 32, 64)}
+            runs.append(result)
+            print(json.dumps(result), file=sys.stderr, flush=True)
+            if options.peer_python:
+                peers.append(bench_peer(options.peer_python, seed, datamodule, Path(scratch)))
+                print(json.dumps(peers[-1]), file=sys.stderr, flush=True)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    report = {"htr": runs, "machine": machine_info(), "peak_rss_mb": peak_rss_mb}
+    if peers:
+        report["peer_keras"] = peers
+        report["ratios_htr_over_peer"] = _ratios(runs, peers)
+    text = json.dumps(report, indent=2)
+    Path(options.out).write_text(text)
+    print(text)
+
+
+def _ratios(runs: list[dict], peers: list[dict]) -> dict:
+    """htr relative to the peer, on medians over seeds: >1 means htr is faster."""
+
+    def median(rows: list[dict], key: str, inner: str | None = None) -> float:
+        return statistics.median(row[key][inner] if inner else row[key] for row in rows)
+
+    return {
+        "training_speedup": round(median(peers, "train_wall_seconds") / median(runs, "train_wall_seconds"), 2),
+        "inference_b1": round(median(runs, "inference_img_per_s", "b1") / median(peers, "b1_img_per_s"), 2),
+        "inference_b32": round(median(runs, "inference_img_per_s", "b32") / median(peers, "b32_img_per_s"), 2),
+    }
+
+
+if __name__ == "__main__":
+    main_bench()
