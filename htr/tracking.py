@@ -191,11 +191,13 @@ def prepare_logger_config(config: Namespace, subcommand: str) -> None:
     if not isinstance(logger, Namespace) or logger.get("class_path") != f"{__name__}.{MLFlowLogger.__name__}":
         return
     args = logger.init_args
-    args.tracking_uri = reachable_tracking_uri(args.get("tracking_uri"), args.get("fallback_to_local", False))
+    uri = reachable_tracking_uri(args.get("tracking_uri"), args.get("fallback_to_local", False))
+    if uri != resolve_tracking_uri(args.get("tracking_uri")):  # fell back; otherwise keep the config portable
+        args.tracking_uri = uri
     ckpt_path = config.get("ckpt_path")
     if args.get("run_id") is None and ckpt_path:
         run = checkpoint_run(ckpt_path)
-        if run is not None and run[0] == args.tracking_uri:
+        if run is not None and run[0] == uri:
             args.run_id = run[1]
             return
     if args.get("run_name") is None:

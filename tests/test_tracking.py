@@ -1,7 +1,6 @@
 """MLflow end to end on real captchas: tracked fit, registry and champion alias, loading by URI, server, serving.
 
-All tests share one sqlite store per session (creating an MLflow database takes seconds) and use their own
-experiment and model names in it.
+All tests share the session's sqlite store (conftest) and use their own experiment and model names in it.
 """
 
 from __future__ import annotations
@@ -69,8 +68,9 @@ def _tiny_fit(captcha_dir: Path, root: Path, tracking_uri: str, experiment: str,
 
 
 @pytest.fixture(scope="session")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+def store(_mlflow_store: Path) -> str:
+    """The session's throwaway store (conftest), shared: creating an MLflow database takes seconds."""
+    return f"sqlite:///{_mlflow_store}/mlflow.db"
 
 
 @pytest.fixture(scope="module")
