@@ -5,7 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from htr.data.transforms import resize_to_height
+
 SHEARS = np.linspace(-1.0, 1.0, 21)  # tan of the shear angle: about ±45° in steps of ~6°
+SEARCH_HEIGHT = 64  # the shear is searched on a copy this high: a shear factor does not depend on scale
 
 
 def shear(gray: np.ndarray, factor: float, fill: int = 255, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
@@ -32,7 +35,8 @@ def deslant(gray: np.ndarray) -> np.ndarray:
 
     Ink is found with Otsu's threshold; the paper added at the sides is white.
     """
-    _, binary = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)  # ink = 1
+    small = resize_to_height(gray, min(gray.shape[0], SEARCH_HEIGHT))
+    _, binary = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)  # ink = 1
     scores = [_verticality(shear(binary, s, fill=0, interpolation=cv2.INTER_NEAREST)) for s in SHEARS]
     best = float(SHEARS[int(np.argmax(scores))])
     return gray if best == 0.0 else shear(gray, best)

@@ -1,11 +1,13 @@
 import tarfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from htr.cli import main
+from htr.data.deslant import deslant, shear
 from htr.data.download import DatasetUnavailableError
 from htr.data.iam import (
     IAMDataModule,
@@ -249,3 +251,13 @@ def test_real_stats_through_cli(real_iam, tmp_path, capsys):
     main(["data", "stats", *args, "--out", str(out)])
     printed = capsys.readouterr().out
     assert "train: 682 samples, 29 writers (0 skipped" in printed and out.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("slant", [0.4, -0.3])
+def test_deslant_makes_slanted_strokes_vertical(slant):
+    upright = np.full((60, 200), 255, np.uint8)
+    for x in range(20, 180, 20):
+        cv2.line(upright, (x, 50), (x, 10), 0, 3)
+    slanted = shear(upright, slant)
+    tallest_column = (deslant(slanted) < 128).sum(0).max()
+    assert (slanted < 128).sum(0).max() < 20 and tallest_column >= 40  # the bars are 41 px high
