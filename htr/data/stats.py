@@ -21,6 +21,7 @@ import yaml  # noqa: E402
 from jsonargparse import ArgumentParser  # noqa: E402
 
 from htr.data.datamodule import STAGES, TextImageDataModule  # noqa: E402
+from htr.data.download import DatasetUnavailableError  # noqa: E402
 from htr.decoding import min_ctc_steps  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     datamodule = build_datamodule(args.config, overrides)
-    datamodule.prepare_data()
+    try:
+        datamodule.prepare_data()
+    except DatasetUnavailableError as error:  # a setup problem, not a bug: the message alone says what to do
+        raise SystemExit(f"htr data stats: {error}") from None
     datamodule.setup()
     stats = dataset_stats(datamodule)
     print(report(datamodule, stats))

@@ -261,3 +261,9 @@ def test_deslant_makes_slanted_strokes_vertical(slant):
     slanted = shear(upright, slant)
     tallest_column = (deslant(slanted) < 128).sum(0).max()
     assert (slanted < 128).sum(0).max() < 20 and tallest_column >= 40  # the bars are 41 px high
+
+
+def test_data_stats_without_iam_exits_with_one_message(tmp_path):
+    args = ["--config", str(REPO_ROOT / "configs" / "iam_lines.yaml"), "--data.init_args.data_dir", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"htr data stats: IAM lines not found in .*ascii\.tgz and lines\.tgz"):
+        main(["data", "stats", *args])
