@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -29,6 +31,9 @@ class HTRLitModule(LightningModule):
             (OneCycleLR) is filled in with the run's length.
         trim_margins: whether training images had their blank margins cropped (linked from the data),
             kept here so that inference preprocesses exactly as training did.
+        nonfinite_loss: what a training batch with a NaN/Inf loss does. ``"skip"``: no backward, no optimizer
+            step, counted per epoch in ``train/skipped_batches``; ``"raise"``: stop with ``FloatingPointError``
+            naming the step and the batch's texts. Under DDP the ranks agree, so all skip the same step.
     """
 
     def __init__(
@@ -38,6 +43,7 @@ class HTRLitModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
         trim_margins: bool = False,
+        nonfinite_loss: Literal["skip", "raise"] = "skip",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -48,6 +54,7 @@ class HTRLitModule(LightningModule):
                 f"net has {net.num_classes} outputs but charset {charset!r} needs {self.alphabet.num_classes}"
             )
         self.trim_margins = trim_margins
+        self.nonfinite_loss = nonfinite_loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.ctc_loss = nn.CTCLoss(blank=0, zero_infinity=True)
@@ -65,12 +72,38 @@ class HTRLitModule(LightningModule):
         paths, confidence = greedy_decode(logits, self.net.output_lengths(widths))
         return [Transcription(self.alphabet.decode(p), float(c)) for p, c in zip(paths, confidence)]
 
-    def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
+    def _loss_is_finite(self, loss: torch.Tensor, batch: Batch) -> bool:
+        """Whether every rank's training loss is finite; logs the skip or raises, as ``nonfinite_loss`` says.
+
+        One rank skipping its backward alone would leave the others waiting in DDP's gradient all-reduce, hence the
+        agreement across ranks.
+        """
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
+        if not finite and self.nonfinite_loss == "raise":
+            raise FloatingPointError(
+                f"non-finite training loss at step {self.global_step} (epoch {self.current_epoch}) on this or another "
+                f"rank; local loss {loss.item()}, batch texts {batch.texts[:8]}. Set model.nonfinite_loss=skip to "
+                "skip such batches instead"
+            )
+        # reduce_fx="sum" per epoch counts the skipped batches; every rank has the same value, so no sync
+        self.log(
+            "train/skipped_batches", float(not finite), batch_size=len(batch), on_step=False, on_epoch=True,
+            reduce_fx="sum",
+        )  # fmt: skip
+        return finite
+
+    def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor | None:
         logits = self.net(batch.images)  # (T, N, C)
         log_probs = logits.float().log_softmax(-1)  # CTC needs float32, also under bf16 autocast
         input_lengths = self.net.output_lengths(batch.widths)
         loss = self.ctc_loss(log_probs, batch.targets, input_lengths, batch.target_lengths)
-        self.log(f"{stage}/loss", loss, batch_size=len(batch), prog_bar=True, on_epoch=True, on_step=stage == "train")
+        if stage == "train" and not self._loss_is_finite(loss, batch):
+            return None
+        # sync_dist: the epoch value of every rank is the mean over all ranks' batches, not over rank 0's only
+        self.log(
+            f"{stage}/loss", loss, batch_size=len(batch), prog_bar=True, on_epoch=True, on_step=stage == "train",
+            sync_dist=True,
+        )  # fmt: skip
         if stage != "train":
             paths, _ = greedy_decode(log_probs, input_lengths)
             metrics = self.val_metrics if stage == "val" else self.test_metrics
@@ -78,8 +111,8 @@ class HTRLitModule(LightningModule):
             self.log_dict(metrics, batch_size=len(batch), prog_bar=stage == "val")
         return loss
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        return self._shared_step(batch, "train")  # None: Lightning skips backward and the optimizer step
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._shared_step(batch, "val")
