@@ -80,5 +80,10 @@ def main(args: ArgsType = None) -> HTRCLI | None:
     )
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The ``htr`` console script: ``sys.exit(main())`` would print the returned CLI and exit with status 1."""
     main()
+
+
+if __name__ == "__main__":
+    run()

@@ -14,7 +14,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from lightning import Callback, LightningModule, Trainer  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
-from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
 from htr.alphabet import BLANK  # noqa: E402
 from htr.decoding import greedy_decode  # noqa: E402
@@ -98,9 +97,11 @@ class FiguresCallback(Callback):
         if value is not None:
             self.history["train/loss_epoch"].append((trainer.current_epoch, float(value)))
 
-    @rank_zero_only
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # trainer.log_dir broadcasts from rank 0 under DDP: every rank must ask, and only rank 0 then draws
         out = Path(trainer.log_dir or trainer.default_root_dir) / "figures"
+        if not trainer.is_global_zero:
+            return
         out.mkdir(parents=True, exist_ok=True)
         paths = [self._save(plot_curves(self.history), out / "curves.png")]
         datamodule = trainer.datamodule

@@ -17,6 +17,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,11 @@ import mlflow
 import torch
 from jsonargparse import Namespace
 from lightning import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from mlflow.entities import Param, RunTag
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -126,6 +128,12 @@ class MLFlowLogger(LightningMLFlowLogger):
     With a ``sqlite:///`` store, a new experiment keeps its artifacts in ``mlruns/<experiment>/`` beside the
     database (MLflow would use ``./mlruns`` of whatever directory the run started in).
 
+    Metrics reach MLflow together with checkpoints, so that a run killed and resumed from its last checkpoint
+    (``htr fit --ckpt_path last``) has each step exactly once: metrics logged after a training batch started
+    are held until the next checkpoint is written (or the run ends), and are lost with the process if it dies
+    first, as the steps they describe are redone on resume. ``MLflowRunCallback`` tells the logger when a
+    training batch starts; without it everything waits for the next checkpoint.
+
     Args:
         experiment_name: one experiment per dataset/config family, e.g. ``captcha``.
         run_name: shown in the UI; the CLI names runs ``<subcommand> <data> <date>`` when None.
@@ -161,6 +169,35 @@ class MLFlowLogger(LightningMLFlowLogger):
         )
         self.tracking_uri = uri
         self.experiment_name = experiment_name
+        self._pending: list[Metric] = []
+        self._trained_since_checkpoint = True  # nothing is covered by a checkpoint yet
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        timestamp = int(time.time() * 1000)
+        entries = [Metric(key, float(value), timestamp, step or 0) for key, value in metrics.items()]
+        self._pending += entries
+        if not self._trained_since_checkpoint:  # computed from the state the last checkpoint holds
+            self._flush()
+
+    def training_batch_started(self) -> None:
+        """From now on, metrics describe state that the last checkpoint does not hold: hold them back."""
+        self._trained_since_checkpoint = True
+
+    def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
+        super().after_save_checkpoint(checkpoint_callback)
+        self._trained_since_checkpoint = False
+        self._flush()
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        self._flush()
+        super().finalize(status)
+
+    def _flush(self) -> None:
+        for start in range(0, len(self._pending), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.experiment.log_batch(self.run_id, metrics=self._pending[start : start + 1000])
+        self._pending = []
 
 
 def mlflow_logger(trainer: Trainer) -> MLFlowLogger | None:
@@ -183,10 +220,30 @@ def checkpoint_run(ckpt_path: str | Path) -> tuple[str, str] | None:
     return (stamp["tracking_uri"], stamp["run_id"]) if stamp.get("run_id") else None
 
 
+def last_checkpoint(config: Namespace) -> Path | None:
+    """The newest ``last*.ckpt`` a fit with this config wrote: in the ``dirpath`` of its ModelCheckpoints, else
+    under ``<default_root_dir>/<experiment id>/<run id>/checkpoints/`` (where they go with an MLflow logger)."""
+    trainer = config.get("trainer", {})
+    callbacks = trainer.get("callbacks") or []
+    folders = [
+        Path(c.init_args.dirpath)
+        for c in callbacks
+        if isinstance(c, Namespace) and c.get("init_args", {}).get("dirpath")
+    ]
+    root = Path(trainer.get("default_root_dir") or ".")
+    found = [path for folder in folders for path in folder.glob("last*.ckpt")] + list(
+        root.glob("*/*/checkpoints/last*.ckpt")
+    )
+    return max(found, key=lambda path: path.stat().st_mtime, default=None)
+
+
 def prepare_logger_config(config: Namespace, subcommand: str) -> None:
     """Before the CLI builds the logger: check the server (a clean error now, not one wrapped by the parser),
-    continue the run of ``--ckpt_path`` (so ``htr test`` metrics land beside the training's), else give the new
-    run a readable name. Only touches an htr ``MLFlowLogger`` config."""
+    continue the run of ``--ckpt_path`` (so ``htr test`` metrics land beside the training's, and a resumed fit in
+    its own run), else give the new run a readable name. ``--ckpt_path last`` becomes the newest last checkpoint
+    of the config's folders: Lightning would look only in the folder of the new run, which is empty."""
+    if config.get("ckpt_path") == "last":
+        config.ckpt_path = str(last_checkpoint(config) or "last")
     logger = config.get("trainer", {}).get("logger")
     if not isinstance(logger, Namespace) or logger.get("class_path") != f"{__name__}.{MLFlowLogger.__name__}":
         return
@@ -255,7 +312,8 @@ class MLflowRunCallback(SaveConfigCallback):
 
     Logs the resolved config as ``config.yaml`` (``config-<stage>.yaml`` for validate/test) and, on a new run,
     as params, with dataset sizes, charset and validation-set fingerprint; tags git commit and package versions.
-    Checkpoints get the tracking URI and run id so that ``htr test --ckpt_path`` reports into the same run.
+    Checkpoints get the tracking URI and run id so that ``htr test --ckpt_path`` reports into the same run, and
+    the logger learns when training moves past its last checkpoint (see ``MLFlowLogger``).
     Without an htr ``MLFlowLogger`` it does nothing (the checkpoint already holds the model's config).
     """
 
@@ -288,6 +346,11 @@ class MLflowRunCallback(SaveConfigCallback):
         if fingerprint:
             params["dataset.val_fingerprint"] = fingerprint
         return params
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        logger = mlflow_logger(trainer)
+        if logger is not None:
+            logger.training_batch_started()
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         logger = mlflow_logger(trainer)

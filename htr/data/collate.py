@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -30,6 +30,13 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copy; ``DataLoader(pin_memory=True)`` calls this on custom batch types and pins nothing else."""
+        return replace(
+            self, images=self.images.pin_memory(), widths=self.widths.pin_memory(),
+            targets=self.targets.pin_memory(), target_lengths=self.target_lengths.pin_memory(),
+        )  # fmt: skip
 
 
 def pad_images(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
