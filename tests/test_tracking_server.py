@@ -1,0 +1,125 @@
+"""An MLflow tracking server backed by PostgreSQL (Debian's package), with two trainings logging to it at once.
+
+The database cluster lives in a temporary folder on a free loopback port and is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import REPO_ROOT
+from tests.test_distributed import TINY
+from tests.test_tracking import VENV_BIN, _free_port, _server_env, _start, _stop
+
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+INITDB = shutil.which("initdb") or (str(PG_BIN / "initdb") if PG_BIN else None)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        INITDB is None, reason="PostgreSQL is not installed (apt-get install postgresql; .ci/run does it)"
+    ),
+]
+
+
+def _as_db_user(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run as Debian's ``postgres`` user then."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A throwaway cluster on 127.0.0.1 with an ``mlflow`` database; yields its SQLAlchemy URI."""
+    folder = Path(tempfile.mkdtemp(prefix="htr-pg-"))  # not pytest's tmp_path: the postgres user must own it
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data, port, bin_dir = folder / "data", _free_port(), Path(INITDB).resolve().parent
+    run = {"check": True, "capture_output": True, "timeout": 120}
+    subprocess.run(_as_db_user([INITDB, "-D", str(data), "-U", "htr", "-A", "trust", "--no-sync"]), **run)
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg_ctl = str(bin_dir / "pg_ctl")
+    subprocess.run(
+        _as_db_user([pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"]), **run
+    )
+    try:
+        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "htr", "mlflow"], **run)
+        yield f"postgresql+psycopg2://htr@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(_as_db_user([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]), **run)
+        shutil.rmtree(folder)
+
+
+def test_two_concurrent_runs_land_complete_on_a_postgres_backed_server(
+    postgres: str, captcha_dir: Path, tmp_path: Path
+):
+    port = _free_port()
+    server = _start(
+        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "-w", "2",
+         "--backend-store-uri", postgres, "--artifacts-destination", str(tmp_path / "artifacts")],
+        _server_env(),
+        f"http://127.0.0.1:{port}/health",
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
+        runs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "htr.cli",
+                    "fit",
+                    *TINY,
+                    "--data.init_args.data_dir",
+                    str(captcha_dir),
+                    "--trainer.default_root_dir",
+                    str(tmp_path / f"run{i}"),
+                    "--trainer.accelerator",
+                    "cpu",
+                    "--trainer.max_epochs",
+                    "2",
+                    "--trainer.limit_train_batches",
+                    "3",
+                    "--seed_everything",
+                    str(i),
+                    "--trainer.logger.init_args.experiment_name",
+                    "shared",
+                    "--registry.model_name",
+                    "htr-shared",
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for i in range(2)
+        ]
+        for process in runs:
+            _, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, stderr[-3000:]
+
+        client = MlflowClient(uri)
+        found = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
+        assert len(found) == 2 and {run.info.status for run in found} == {"FINISHED"}
+        for run in found:
+            assert len(client.get_metric_history(run.info.run_id, "val/cer")) == 2
+            assert len(client.get_metric_history(run.info.run_id, "train/loss_epoch")) == 2
+            assert run.data.params["charset"] and "config.yaml" in {
+                a.path for a in client.list_artifacts(run.info.run_id)
+            }
+        versions = client.search_model_versions("name='htr-shared'")
+        assert sorted(int(v.version) for v in versions) == [1, 2]
+        assert {v.run_id for v in versions} == {run.info.run_id for run in found}
+        assert len(list((tmp_path / "artifacts").rglob("model.ckpt"))) == 2  # uploaded through the server
+    finally:
+        _stop(server)
