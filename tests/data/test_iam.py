@@ -187,9 +187,10 @@ def test_ctc_gets_each_samples_true_length(iam_root):
     assert torch.isfinite(loss)
 
 
-def test_fit_through_cli_on_iam_layout(iam_root, tmp_path):
+@pytest.mark.parametrize("config", ["iam_lines.yaml", "iam_words.yaml"])
+def test_fit_through_cli_on_iam_layout(config, iam_root, tmp_path):
     cli = main([
-        "fit", "--config", str(REPO_ROOT / "configs" / "iam_lines.yaml"),
+        "fit", "--config", str(REPO_ROOT / "configs" / config),
         "--data.init_args.data_dir", str(iam_root),
         "--data.init_args.height", "32",
         "--data.init_args.batch_size", "2",
