@@ -45,7 +45,8 @@ class HTRCLI(LightningCLI):
         parser.link_arguments("model.net.init_args.pools", "data.init_args.time_stride", compute_fn=_time_stride)
 
     def before_instantiate_classes(self) -> None:
-        tracking.prepare_logger_config(self.config[self.subcommand], self.subcommand)
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False has no subcommand
+        tracking.prepare_logger_config(config, self.subcommand or "fit")
 
     def after_fit(self) -> None:
         registry = self.config.fit.registry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from functools import cached_property
+from functools import cached_property, partial
 
 import lightning as L
 import numpy as np
@@ -37,8 +37,9 @@ class TextImageDataModule(L.LightningDataModule, ABC):
             stored with the model so that inference does the same.
         augment: apply the train augmentation.
         skip_bad: skip unusable samples with a logged count instead of failing with the list.
-        num_workers: DataLoader worker processes.
-        seed: seeds the split and the augmentation.
+        num_workers: DataLoader worker processes (kept alive between epochs).
+        pin_memory: page-locked batches, so that copies to a GPU are asynchronous; no effect without one.
+        seed: seeds the split and the augmentation (offset by the process rank under DDP).
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         augment: bool = True,
         skip_bad: bool = False,
         num_workers: int = 0,
+        pin_memory: bool = False,
         seed: int = 42,
     ) -> None:
         super().__init__()
@@ -61,6 +63,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         self.augment = augment
         self.skip_bad = skip_bad
         self.num_workers = num_workers
+        self.pin_memory = pin_memory
         self.seed = seed
         self._charset = charset
         self.datasets: dict[str, TextImageDataset] = {}
@@ -113,8 +116,13 @@ class TextImageDataModule(L.LightningDataModule, ABC):
             kept, images = load_samples(
                 samples, self.height, self.alphabet, self.time_stride, self.skip_bad, self._prepare
             )
-            augment = train_augmentation(self.seed) if name == "train" and self.augment else None
+            augment = train_augmentation(self.seed + self._rank) if name == "train" and self.augment else None
             self.datasets[name] = TextImageDataset(kept, images, augment)
+
+    @property
+    def _rank(self) -> int:
+        """Global rank under DDP (0 alone): ranks seeded alike would draw the same augmentations in lockstep."""
+        return self.trainer.global_rank if self.trainer is not None else 0
 
     def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
         batch_sampler = self.batch_sampler(stage, shuffle)
@@ -128,8 +136,9 @@ class TextImageDataModule(L.LightningDataModule, ABC):
             **batching,
             num_workers=self.num_workers,
             collate_fn=CTCCollate(self.alphabet),
-            worker_init_fn=_seed_worker_augmentation,
+            worker_init_fn=partial(_seed_worker_augmentation, rank=self._rank),
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -142,9 +151,13 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         return self._loader("test")
 
 
-def _seed_worker_augmentation(worker_id: int) -> None:
-    """Give each worker its own augmentation stream (copies of one seeded pipeline would repeat)."""
+def _seed_worker_augmentation(worker_id: int, rank: int = 0) -> None:
+    """Give each worker of each rank its own augmentation stream (copies of one seeded pipeline would repeat).
+
+    Worker seeds derive from the main process's torch seed, which ``seed_everything`` makes equal on all ranks.
+    """
     info = get_worker_info()
     dataset = info.dataset if info is not None else None
     if isinstance(dataset, TextImageDataset) and dataset.augment is not None:
-        dataset.augment.set_random_seed(torch.initial_seed() % 2**32)
+        seed = np.random.SeedSequence([torch.initial_seed() % 2**32, rank]).generate_state(1)[0]
+        dataset.augment.set_random_seed(int(seed))
