@@ -150,6 +150,10 @@ class TextImageDataModule(L.LightningDataModule, ABC):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
+    def predict_dataloader(self) -> DataLoader:
+        """The test split: ``htr predict`` transcribes it (``htr transcribe`` takes any image files)."""
+        return self._loader("test")
+
 
 def _seed_worker_augmentation(worker_id: int, rank: int = 0) -> None:
     """Give each worker of each rank its own augmentation stream (copies of one seeded pipeline would repeat).
