@@ -154,6 +154,7 @@ def main_bench() -> None:
     options, extra = parser.parse_known_args()  # the rest goes to `htr fit`, e.g. --trainer.max_epochs=30
     runs, peers = [], []
     with tempfile.TemporaryDirectory(prefix="bench_captcha_") as scratch:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"  # keep benchmark runs out of the store
         for seed in options.seeds:
             result, recognizer, datamodule = bench_htr(seed, options.config, extra, Path(scratch))
             images = [recognizer.preprocess(s.path) for s in datamodule.datasets["test"].samples]
