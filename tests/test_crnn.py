@@ -40,3 +40,14 @@ def test_fused_copy_matches_original_in_eval():
     with torch.inference_mode():
         assert torch.allclose(net.fused()(images), net(images), atol=1e-5)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.fused().modules())
+
+
+def test_recognizer_traced_graph_matches_eager_at_any_batch_and_width():
+    from htr.inference import Recognizer
+
+    net = CRNN(num_classes=7, height=32).eval()
+    recognizer = Recognizer(net, "abcdef")
+    with torch.inference_mode():
+        for batch, width in ((1, 40), (3, 90), (5, 333)):
+            images = torch.rand(batch, 1, 32, width)
+            assert torch.allclose(recognizer._forward(images), net(images), atol=1e-4)
