@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -16,6 +17,10 @@ from htr.data.collate import Batch
 from htr.decoding import Transcription, greedy_decode
 from htr.metrics import SequenceAccuracy
 from htr.models.crnn import CRNN
+
+# Through the CLI the checkpoint keeps the net's class_path config, not the module; built in Python, the module is
+# pickled into the hyperparameters, which reloads too. Either way Lightning's advice to ignore it does not apply.
+warnings.filterwarnings("ignore", message="Attribute 'net' is an instance of `nn.Module`")
 
 
 class HTRLitModule(LightningModule):

@@ -42,12 +42,13 @@ def test_checkpoint_reloads_with_charset_and_architecture(trained):
 
 @pytest.mark.slow
 def test_recognizer_gives_same_result_for_path_pil_and_array(trained, captcha_dir):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     recognizer = htr.load_model(trained)
     path = captcha_dir / "226md.png"
-    by_path, by_pil, by_array = recognizer.transcribe([path, Image.open(path).convert("RGB"), np.asarray(Image.open(path))])
+    rgb, gray_array = Image.open(path).convert("RGB"), np.asarray(Image.open(path))
+    by_path, by_pil, by_array = recognizer.transcribe([path, rgb, gray_array])
     assert by_path == by_pil == by_array
     assert 0 < by_path.confidence <= 1
     assert set(by_path.text) <= set("2345678bcdefgmnpwxy")

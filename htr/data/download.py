@@ -40,7 +40,8 @@ def download_and_unzip(url: str, target: Path, hint: str, timeout: float = 30.0)
             with zipfile.ZipFile(archive) as zipped:
                 zipped.extractall(scratch)
         except (OSError, zipfile.BadZipFile) as error:
-            raise DatasetUnavailableError(f"{target} does not exist and downloading {url} failed ({error}). {hint}")
+            message = f"{target} does not exist and downloading {url} failed ({error}). {hint}"
+            raise DatasetUnavailableError(message) from None
         unpacked = Path(scratch) / target.name
         if not unpacked.is_dir():
             raise DatasetUnavailableError(f"{url} did not contain a folder named {target.name}. {hint}")
