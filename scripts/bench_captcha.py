@@ -157,7 +157,13 @@ def main_bench() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"  # keep benchmark runs out of the store
         for seed in options.seeds:
             result, recognizer, datamodule = bench_htr(seed, options.config, extra, Path(scratch))
-            images = [recognizer.preprocess(s.path) for s in datamodule.datasets["test"].samples]
+            test_samples = datamodule.datasets["test"].samples
+            images = [recognizer.preprocess(s.path) for s in test_samples]
+            result["test_errors"] = [
+                {"file": sample.path.name, "predicted": found.text, "confidence": round(found.confidence, 3)}
+                for sample, found in zip(test_samples, recognizer.transcribe_tensors(images))
+                if found.text != sample.text
+            ]
             result["inference_img_per_s"] = {f"b{b}": round(_throughput(recognizer, images, b), 1) for b in (1, 32, 64)}
             runs.append(result)
             print(json.dumps(result), file=sys.stderr, flush=True)
