@@ -25,6 +25,7 @@ CURVE_PANELS = {
     "error rate": ("val/cer", "val/wer"),
     "accuracy": ("val/acc",),
 }
+CURVE_KEYS = frozenset(key for keys in CURVE_PANELS.values() for key in keys)
 
 
 def plot_curves(history: dict[str, list[tuple[int, float]]]) -> plt.Figure:
@@ -89,19 +90,25 @@ class FiguresCallback(Callback):
         if trainer.sanity_checking:
             return
         for key, value in trainer.callback_metrics.items():
-            if key in {k for keys in CURVE_PANELS.values() for k in keys}:
+            if key.startswith("val/") and key in CURVE_KEYS:
                 self.history[key].append((trainer.current_epoch, float(value)))
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._record_train_loss(trainer)
+
+    def _record_train_loss(self, trainer: Trainer) -> None:
+        # Lightning aggregates an epoch's train/loss_epoch after the epoch-end hooks, so it is read one hook later:
+        # at the next epoch's start, and for the last epoch at fit end (current_epoch counts finished epochs there).
         value = trainer.callback_metrics.get("train/loss_epoch")
-        if value is not None:
-            self.history["train/loss_epoch"].append((trainer.current_epoch, float(value)))
+        if value is not None and trainer.current_epoch > 0:
+            self.history["train/loss_epoch"].append((trainer.current_epoch - 1, float(value)))
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # trainer.log_dir broadcasts from rank 0 under DDP: every rank must ask, and only rank 0 then draws
         out = Path(trainer.log_dir or trainer.default_root_dir) / "figures"
         if not trainer.is_global_zero:
             return
+        self._record_train_loss(trainer)
         out.mkdir(parents=True, exist_ok=True)
         paths = [self._save(plot_curves(self.history), out / "curves.png")]
         datamodule = trainer.datamodule

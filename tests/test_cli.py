@@ -6,6 +6,7 @@ import pytest
 
 import htr
 from htr.cli import main
+from htr.figures import FiguresCallback
 from htr.lit_module import HTRLitModule
 from tests.conftest import REPO_ROOT
 
@@ -30,6 +31,9 @@ def trained(tmp_path_factory, captcha_dir) -> Path:
     assert 0 <= float(cli.trainer.callback_metrics["val/cer"]) <= 1.5
     assert (root / "figures" / "curves.png").stat().st_size > 0
     assert (root / "figures" / "ctc_0.png").stat().st_size > 0
+    figures = next(c for c in cli.trainer.callbacks if isinstance(c, FiguresCallback))
+    for key in ("train/loss_epoch", "val/loss", "val/cer"):  # one point per epoch, each for its own epoch
+        assert [epoch for epoch, _ in figures.history[key]] == [0, 1], key
     return Path(cli.trainer.checkpoint_callback.best_model_path)
 
 
