@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from htr import tracking
@@ -16,7 +18,12 @@ DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
   htr fit --config configs/captcha.yaml          train (validate/test/predict work the same way)
                                                  runs are tracked in MLflow; the best model is registered
   htr transcribe --model CKPT_OR_URI IMAGES...   print path<TAB>text<TAB>confidence
+  htr data stats --config configs/iam_lines.yaml counts, charset and histograms of a config's data
 """
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's command examples kept on their own lines."""
 
 
 def _time_stride(pools: list[list[int]]) -> int:
@@ -76,7 +83,7 @@ def main(args: ArgsType = None) -> HTRCLI | None:
         auto_configure_optimizers=False,
         save_config_callback=tracking.MLflowRunCallback,
         trainer_defaults={"logger": {"class_path": "htr.tracking.MLFlowLogger"}},
-        parser_kwargs={"description": DESCRIPTION},
+        parser_kwargs={"description": DESCRIPTION, "formatter_class": _HelpFormatter},
         args=args,
     )
 
