@@ -12,6 +12,7 @@ from lightning.pytorch.cli import ArgsType, LightningCLI
 from htr import tracking
 from htr.data.datamodule import TextImageDataModule
 from htr.lit_module import HTRLitModule
+from htr.registry import register_best
 
 DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
 
@@ -60,7 +61,7 @@ class HTRCLI(LightningCLI):
         logger = tracking.mlflow_logger(self.trainer)
         if registry.enabled and logger is not None:
             name = registry.model_name or f"htr-{logger.experiment_name}"
-            tracking.register_best(self.trainer, name, registry.alias)
+            register_best(self.trainer, name, registry.alias)
 
 
 def main(args: ArgsType = None) -> HTRCLI | None:

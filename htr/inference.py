@@ -103,10 +103,10 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> Recogn
 
     Raises:
         FileNotFoundError: no checkpoint at the path.
-        htr.tracking.ModelNotFoundError: the URI names nothing; the message lists what exists.
+        htr.registry.ModelNotFoundError: the URI names nothing; the message lists what exists.
     """
     if str(source).startswith(MLFLOW_URI_SCHEMES):
-        from htr.tracking import download_checkpoint  # imports mlflow, which checkpoint users need not pay for
+        from htr.registry import download_checkpoint  # imports mlflow, which checkpoint users need not pay for
 
         with tempfile.TemporaryDirectory() as tmp:
             return load_model(download_checkpoint(str(source), Path(tmp)), device)

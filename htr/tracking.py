@@ -1,4 +1,4 @@
-"""MLflow tracking for htr: where runs go, what each run records, registering the best model, loading it back.
+"""MLflow tracking for htr: where runs go and what each run records (the registry is in ``htr.registry``).
 
 Every ``htr fit/validate/test`` logs to MLflow (``HTRCLI`` makes ``MLFlowLogger`` below the default logger). The
 default store is embedded: ``sqlite:///<store>/mlflow.db`` with artifacts in ``<store>/mlruns/``, where
@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -22,24 +21,19 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import torch
 from jsonargparse import Namespace
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from htr.data.datamodule import TextImageDataModule
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MONITOR = "val/cer"  # the metric that picks the best checkpoint and the champion (lower is better)
-MODEL_ARTIFACT = "model"  # name of the logged pyfunc model inside its run
 REQUIREMENTS = ("torch", "lightning", "torchmetrics", "jsonargparse", "mlflow", "numpy", "pandas", "pillow",
                 "opencv-python-headless", "albumentations")  # fmt: skip
 
@@ -293,7 +287,7 @@ def _git_commit() -> str | None:
         return None
 
 
-def _package_version(name: str) -> str | None:
+def package_version(name: str) -> str | None:
     try:
         return version(name)
     except PackageNotFoundError:
@@ -303,7 +297,7 @@ def _package_version(name: str) -> str | None:
 def environment_tags() -> dict[str, str]:
     """Git commit of the checkout and versions of Python and the packages a model depends on."""
     tags = {"htr.git_commit": _git_commit(), "version.python": sys.version.split()[0]}
-    tags |= {f"version.{name}": _package_version(name) for name in ("htr", *REQUIREMENTS)}
+    tags |= {f"version.{name}": package_version(name) for name in ("htr", *REQUIREMENTS)}
     return {key: value for key, value in tags.items() if value}
 
 
@@ -356,151 +350,3 @@ class MLflowRunCallback(SaveConfigCallback):
         logger = mlflow_logger(trainer)
         if logger is not None and logger.run_id:
             checkpoint["mlflow"] = {"tracking_uri": logger.tracking_uri, "run_id": logger.run_id}
-
-
-def _pip_requirements() -> list[str]:
-    """Pinned requirements of the served model (local version tags such as ``+cpu`` are not on PyPI)."""
-    pins = ((name, _package_version(name)) for name in REQUIREMENTS)
-    return [f"{name}=={found.split('+')[0]}" for name, found in pins if found]
-
-
-def _slim_checkpoint(source: str | Path, target: Path) -> Path:
-    """Copy of a Lightning checkpoint without optimizer and loop state: what inference needs, a third the size."""
-    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
-    keep = ("state_dict", "hyper_parameters", "hparams_name", "pytorch-lightning_version", "epoch", "global_step")
-    torch.save({key: checkpoint[key] for key in keep if key in checkpoint}, target)
-    return target
-
-
-def _input_example(trainer: Trainer) -> Any:
-    """One validation image as the pyfunc receives it over REST: a DataFrame row holding base64 PNG bytes."""
-    import base64
-
-    import pandas as pd
-
-    datamodule = trainer.datamodule
-    if not isinstance(datamodule, TextImageDataModule) or not datamodule.datasets.get("val"):
-        return None
-    path = datamodule.datasets["val"].samples[0].path
-    return pd.DataFrame({"image": [base64.b64encode(path.read_bytes()).decode("ascii")]})
-
-
-def _champion_decision(
-    client: MlflowClient, name: str, alias: str, val_cer: float, fingerprint: str | None
-) -> tuple[bool, str]:
-    """Whether the new version takes ``alias``, and why: only a strictly lower CER on the same val set does."""
-    try:
-        current = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return True, f"takes '{alias}': first version with it ({MONITOR} {val_cer:.4f})"
-    held = f"version {current.version}"
-    if current.tags.get("val_fingerprint") != fingerprint or "val_cer" not in current.tags:
-        return False, (
-            f"stays a plain version: '{alias}' ({held}) was validated on another val set "
-            f"({current.tags.get('val_fingerprint')} vs {fingerprint}), so their {MONITOR} do not compare"
-        )
-    best = float(current.tags["val_cer"])
-    if val_cer < best:
-        return True, f"takes '{alias}' from {held}: {MONITOR} {val_cer:.4f} < {best:.4f}"
-    return False, f"stays a plain version: {MONITOR} {val_cer:.4f} does not beat '{alias}' ({held}) at {best:.4f}"
-
-
-def register_best(trainer: Trainer, model_name: str, alias: str = "champion") -> ModelVersion | None:
-    """Log the best checkpoint (by ``val/cer``) of a finished fit as a pyfunc model and register it.
-
-    The new version takes ``alias`` only if its validation CER beats the current holder's on the same
-    validation set; the reason is logged and kept in the version's ``champion_decision`` tag.
-
-    Returns:
-        The registered version, or None when there is nothing to register (no MLflow logger or best checkpoint).
-    """
-    from htr.inference import load_model
-    from htr.pyfunc import CHECKPOINT_ARTIFACT, CHECKPOINT_FILE, SIGNATURE, HTRPythonModel
-
-    logger = mlflow_logger(trainer)
-    callback = trainer.checkpoint_callback
-    if logger is None or not trainer.is_global_zero:
-        return None
-    if callback is None or callback.monitor != MONITOR or not callback.best_model_path:
-        rank_zero_warn(f"not registering {model_name}: needs a ModelCheckpoint(monitor='{MONITOR}') that saved one")
-        return None
-    val_cer = float(callback.best_model_score)
-    fingerprint = val_fingerprint(trainer)
-    mlflow.set_tracking_uri(logger.tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=logger.run_id):
-        checkpoint = _slim_checkpoint(callback.best_model_path, Path(tmp) / CHECKPOINT_FILE)
-        recognizer = load_model(checkpoint)
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT,
-            python_model=HTRPythonModel(),
-            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
-            code_paths=[str(PACKAGE_DIR)],
-            pip_requirements=_pip_requirements(),
-            signature=SIGNATURE,
-            input_example=_input_example(trainer),
-            metadata={"height": recognizer.height, "charset": recognizer.alphabet.chars, "val_cer": val_cer},
-            registered_model_name=model_name,
-        )
-    client = MlflowClient(logger.tracking_uri)
-    number = str(info.registered_model_version)
-    promote, decision = _champion_decision(client, model_name, alias, val_cer, fingerprint)
-    tags = {"val_cer": repr(val_cer), "val_fingerprint": fingerprint or "", "checkpoint": callback.best_model_path,
-            "champion_decision": decision}  # fmt: skip
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, number, key, value)
-    if promote:
-        client.set_registered_model_alias(model_name, alias, number)
-    client.set_tag(logger.run_id, "registered_model", f"models:/{model_name}/{number}")
-    rank_zero_info(f"Registered {model_name} version {number}, which {decision}")
-    return client.get_model_version(model_name, number)
-
-
-class ModelNotFoundError(LookupError):
-    """A ``models:/`` or ``runs:/`` URI that names nothing in the store; the message lists what exists."""
-
-
-def _check_model_uri(client: MlflowClient, uri: str) -> None:
-    """Raise ``ModelNotFoundError`` listing the models, versions or aliases that do exist."""
-    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/([^/]+))(/.*)?", uri)
-    if match is None:
-        if uri.startswith("models:/"):
-            raise ModelNotFoundError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-        return
-    name, alias, number, _ = match.groups()
-    names = sorted(m.name for m in client.search_registered_models())
-    if name not in names:
-        raise ModelNotFoundError(f"no registered model {name!r} in {client.tracking_uri}; registered: {names}")
-    model = client.get_registered_model(name)
-    numbers = sorted((str(v.version) for v in client.search_model_versions(f"name='{name}'")), key=int)
-    if alias is not None and alias not in model.aliases:
-        raise ModelNotFoundError(f"{name} has no alias {alias!r}; aliases: {model.aliases}, versions: {numbers}")
-    if number is not None and number != "latest" and number not in numbers:
-        raise ModelNotFoundError(f"{name} has no version {number}; versions: {numbers}, aliases: {model.aliases}")
-
-
-def download_checkpoint(uri: str, target: Path, tracking_uri: str | None = None) -> Path:
-    """Fetch the checkpoint inside a logged htr model into ``target`` (the rest of the model stays put).
-
-    Args:
-        uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/model``.
-        target: a folder to download into.
-        tracking_uri: the store; ``resolve_tracking_uri()`` when None.
-
-    Raises:
-        ModelNotFoundError: nothing has that name, alias or version (the message lists what exists), or the
-            run or model holds no htr checkpoint.
-    """
-    from htr.pyfunc import CHECKPOINT_FILE
-
-    tracking_uri = resolve_tracking_uri(tracking_uri)
-    _check_model_uri(MlflowClient(tracking_uri, registry_uri=tracking_uri), uri)
-    checkpoint_uri = f"{uri.rstrip('/')}/artifacts/{CHECKPOINT_FILE}"
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=checkpoint_uri, dst_path=str(target), tracking_uri=tracking_uri, registry_uri=tracking_uri
-        )
-    except (MlflowException, OSError) as error:
-        raise ModelNotFoundError(
-            f"cannot fetch {checkpoint_uri} from {tracking_uri} (is {uri} a model logged by `htr fit`?): {error}"
-        ) from None
-    return Path(local)

@@ -38,7 +38,7 @@ def main(args: Sequence[str] | None = None) -> None:
     options = parser.parse_args(args)
     try:
         recognizer = load_model(options.model)
-    except (FileNotFoundError, LookupError) as error:  # LookupError: htr.tracking.ModelNotFoundError
+    except (FileNotFoundError, LookupError) as error:  # LookupError: htr.registry.ModelNotFoundError
         parser.error(str(error))
     files = _image_files(options.images)
     if not files:

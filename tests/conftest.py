@@ -1,5 +1,6 @@
 import os
 import shutil
+import sys
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would ask PyPI at import
@@ -19,6 +20,18 @@ def _mlflow_store(tmp_path_factory):
     patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/mlflow.db")
     yield store
     patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def _restore_tracking_uri(_mlflow_store):
+    """A fit with an explicit tracking URI makes it process-wide (mlflow.set_tracking_uri sets the environment
+    variable too); put the test store back so that a stopped test server does not leak into later tests."""
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    yield
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(uri)
 
 
 @pytest.fixture(scope="session")

@@ -25,9 +25,9 @@ from mlflow import MlflowClient
 from htr.cli import main
 from htr.inference import load_model
 from htr.pyfunc import BadPayloadError
+from htr.registry import ModelNotFoundError
 from htr.tracking import (
     MLFlowLogger,
-    ModelNotFoundError,
     TrackingServerUnreachableError,
     default_tracking_uri,
     reachable_tracking_uri,
