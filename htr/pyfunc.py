@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -19,8 +20,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
-from PIL import Image, UnidentifiedImageError
 
+from htr.data.images import BadImageError, read_gray
 from htr.inference import Recognizer, load_model
 
 CHECKPOINT_ARTIFACT = "checkpoint"  # key of the checkpoint in the pyfunc's ``artifacts``
@@ -42,7 +43,7 @@ class BadPayloadError(MlflowException):
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def decode_image(value: Any, row: int) -> Image.Image:
+def decode_image(value: Any, row: int) -> np.ndarray:
     """The image in one cell of the ``image`` column: a path to an image file, its bytes, or base64 of them."""
     if isinstance(value, Path) or (isinstance(value, str) and _looks_like_path(value)):
         data = _read_file(Path(value), row)
@@ -58,13 +59,11 @@ def decode_image(value: Any, row: int) -> Image.Image:
     else:
         raise BadPayloadError(f"row {row}: expected a path, bytes or base64 string, got {type(value).__name__}")
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        return read_gray(io.BytesIO(data))
+    except BadImageError as error:
         raise BadPayloadError(
-            f"row {row}: {len(data)} bytes that are not a readable PNG/JPEG image ({error})"
+            f"row {row}: {len(data)} bytes that are not a readable PNG/JPEG image ({error.reason})"
         ) from None
-    return image
 
 
 def _looks_like_path(value: str) -> bool:

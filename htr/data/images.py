@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -37,10 +38,15 @@ def to_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def read_gray(path: Path | str) -> np.ndarray:
-    """Decode an image file to 8-bit grayscale (H, W); raises ``BadImageError`` naming the file and why."""
+def read_gray(source: Path | str | BinaryIO) -> np.ndarray:
+    """Decode an image file (or its bytes in a file object) to 8-bit grayscale (H, W).
+
+    Raises:
+        BadImageError: naming the file and why it cannot be used.
+    """
+    path = source if isinstance(source, (str, Path)) else "<image data>"
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image.load()
             gray = to_gray(image)
     except FileNotFoundError:
