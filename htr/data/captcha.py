@@ -38,6 +38,8 @@ class CaptchaDataModule(TextImageDataModule):
     Args:
         data_dir: folder of images; default ``$HTR_DATA_DIR/captcha_images_v2``, downloaded when missing.
         split: train/val/test fractions.
+        fold: which test split to hold out: the shuffled order is rotated by ``fold`` test sizes, so folds
+            0 to ``n // n_test - 1`` have disjoint test splits (k-fold cross-validation with one seed).
         download_url: zip holding a ``captcha_images_v2`` folder, fetched when the folder is missing.
         **kwargs: see ``TextImageDataModule``.
     """
@@ -46,14 +48,18 @@ class CaptchaDataModule(TextImageDataModule):
         self,
         data_dir: str | None = None,
         split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        fold: int = 0,
         download_url: str = CAPTCHA_URL,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6:
             raise ValueError(f"split must be three non-negative fractions summing to 1, got {split}")
+        if fold < 0:
+            raise ValueError(f"fold must be >= 0, got {fold}")
         self.data_dir = Path(data_dir) if data_dir else data_root() / CAPTCHA_FOLDER
         self.split = split
+        self.fold = fold
         self.download_url = download_url
 
     def split_samples(self) -> dict[str, list[Sample]]:
@@ -64,8 +70,12 @@ class CaptchaDataModule(TextImageDataModule):
             )
             download_and_unzip(self.download_url, self.data_dir, hint)
         samples = folder_samples(self.data_dir)
-        order = np.random.default_rng(self.seed).permutation(len(samples))
         n_train = round(self.split[0] * len(samples))
         n_val = round(self.split[1] * len(samples))
+        n_test = len(samples) - n_train - n_val
+        folds = len(samples) // n_test if n_test else 1
+        if self.fold >= folds:
+            raise ValueError(f"fold {self.fold} is out of range: {len(samples)} samples make {folds} test splits")
+        order = np.roll(np.random.default_rng(self.seed).permutation(len(samples)), self.fold * n_test)
         bounds = (0, n_train, n_train + n_val, len(samples))
         return {stage: [samples[i] for i in order[start:end]] for stage, start, end in zip(STAGES, bounds, bounds[1:])}

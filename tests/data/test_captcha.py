@@ -18,6 +18,19 @@ def test_real_captchas_split_reproducibly_without_overlap(captcha_dir):
     assert splits == again and splits != other
 
 
+def test_folds_hold_out_disjoint_test_splits(captcha_dir):
+    def split(fold: int) -> dict[str, set[str]]:
+        samples = CaptchaDataModule(data_dir=str(captcha_dir), seed=7, fold=fold).split_samples()
+        return {stage: {s.path.name for s in stage_samples} for stage, stage_samples in samples.items()}
+
+    folds = [split(fold) for fold in range(9)]  # 934 // 94
+    tests = [names["test"] for names in folds]
+    assert len(set().union(*tests)) == 9 * 94  # disjoint
+    assert all(len(names["train"] | names["val"] | names["test"]) == 934 for names in folds)
+    with pytest.raises(ValueError, match="fold 9 is out of range: 934 samples make 9 test splits"):
+        split(9)
+
+
 def test_charset_and_batches_from_real_images(captcha_dir):
     datamodule = CaptchaDataModule(data_dir=str(captcha_dir), height=32, batch_size=8, time_stride=4)
     assert datamodule.charset == "2345678bcdefgmnpwxy"
