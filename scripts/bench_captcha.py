@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from lightning import Callback  # noqa: E402
 
 from htr.cli import main  # noqa: E402
-from htr.inference import Recognizer  # noqa: E402
+from htr.inference import Recognizer, load_model  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = REPO_ROOT.parent / "shared" / "peers" / "keras_captcha" / "run.py"
@@ -102,7 +102,7 @@ def bench_htr(seed: int, fold: int, config: str, extra: list[str], workdir: Path
         "n_val": len(cli.datamodule.datasets["val"]),
         "n_test": len(cli.datamodule.datasets["test"]),
     }
-    return result, Recognizer.from_lit_module(cli.model.cpu()), cli.datamodule
+    return result, load_model(best), cli.datamodule  # the checkpoint that would be registered, not the last weights
 
 
 def bench_peer(python: str, seed: int, fold: int, datamodule, workdir: Path) -> dict:  # noqa: ANN001
