@@ -36,6 +36,8 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         trim_margins: crop blank left/right margins before resizing (``transforms.trim_margins``);
             stored with the model so that inference does the same.
         augment: apply the train augmentation.
+        strike_lines: probability of an extra line across a train image (``transforms.StrikeLine``); for
+            captchas, whose generator strikes letters through.
         skip_bad: skip unusable samples with a logged count instead of failing with the list.
         num_workers: DataLoader worker processes (kept alive between epochs).
         pin_memory: page-locked batches, so that copies to a GPU are asynchronous; no effect without one.
@@ -50,6 +52,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         time_stride: int = 4,
         trim_margins: bool = False,
         augment: bool = True,
+        strike_lines: float = 0.0,
         skip_bad: bool = False,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -61,6 +64,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         self.time_stride = time_stride
         self.trim_margins = trim_margins
         self.augment = augment
+        self.strike_lines = strike_lines
         self.skip_bad = skip_bad
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -116,7 +120,11 @@ class TextImageDataModule(L.LightningDataModule, ABC):
             kept, images = load_samples(
                 samples, self.height, self.alphabet, self.time_stride, self.skip_bad, self._prepare
             )
-            augment = train_augmentation(self.seed + self._rank) if name == "train" and self.augment else None
+            augment = (
+                train_augmentation(self.seed + self._rank, self.strike_lines)
+                if name == "train" and self.augment
+                else None
+            )
             self.datasets[name] = TextImageDataset(kept, images, augment)
 
     @property
