@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from jsonargparse import DefaultHelpFormatter
@@ -12,6 +11,7 @@ from lightning.pytorch.cli import ArgsType, LightningCLI
 from htr import tracking
 from htr.data.datamodule import TextImageDataModule
 from htr.lit_module import HTRLitModule
+from htr.models.crnn import time_stride
 from htr.registry import register_best
 
 DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
@@ -27,12 +27,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter)
     """jsonargparse's help, with the description's command examples kept on their own lines."""
 
 
-def _time_stride(pools: list[list[int]]) -> int:
-    return math.prod(p[1] for p in pools)
-
-
 class HTRCLI(LightningCLI):
-    """LightningCLI whose data and model agree on charset, image height and time stride by construction.
+    """LightningCLI whose data and model agree on charset, preprocessing and time stride by construction.
 
     Every run is tracked in MLflow unless ``--trainer.logger`` says otherwise (see ``htr.tracking``), and
     ``fit`` ends by registering its best checkpoint (``registry.*`` arguments).
@@ -48,9 +44,9 @@ class HTRCLI(LightningCLI):
         )
         parser.link_arguments("data.charset", "model.charset", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.preprocessing", "model.preprocessing", apply_on="instantiate")
         parser.link_arguments("data.init_args.height", "model.net.init_args.height")
-        parser.link_arguments("data.init_args.trim_margins", "model.trim_margins")
-        parser.link_arguments("model.net.init_args.pools", "data.init_args.time_stride", compute_fn=_time_stride)
+        parser.link_arguments("model.net.init_args.pools", "data.init_args.time_stride", compute_fn=time_stride)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False has no subcommand
@@ -62,6 +58,22 @@ class HTRCLI(LightningCLI):
         if registry.enabled and logger is not None:
             name = registry.model_name or f"htr-{logger.experiment_name}"
             register_best(self.trainer, name, registry.alias)
+
+
+def build_cli(args: ArgsType = None, run: bool = True) -> HTRCLI:
+    """The training CLI with htr's defaults; ``run=False`` only builds the config, data, model and trainer
+    (``htr data stats``, the benchmarks)."""
+    return HTRCLI(
+        HTRLitModule,
+        TextImageDataModule,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_callback=tracking.MLflowRunCallback,
+        trainer_defaults={"logger": {"class_path": "htr.tracking.MLFlowLogger"}},
+        parser_kwargs={"description": DESCRIPTION, "formatter_class": _HelpFormatter},
+        args=args,
+        run=run,
+    )
 
 
 def main(args: ArgsType = None) -> HTRCLI | None:
@@ -77,16 +89,7 @@ def main(args: ArgsType = None) -> HTRCLI | None:
 
         data_stats(argv[2:])
         return None
-    return HTRCLI(
-        HTRLitModule,
-        TextImageDataModule,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        save_config_callback=tracking.MLflowRunCallback,
-        trainer_defaults={"logger": {"class_path": "htr.tracking.MLFlowLogger"}},
-        parser_kwargs={"description": DESCRIPTION, "formatter_class": _HelpFormatter},
-        args=args,
-    )
+    return build_cli(args)
 
 
 def run() -> None:

@@ -1,47 +1,99 @@
-"""CTC helpers: greedy decoding (best class per step, collapse repeats, drop blanks) and length checks."""
+"""CTC decoding: from a batch of logits to texts with per-line and per-character confidences.
+
+``decode`` is the one way logits become text, for training metrics, figures, inference and serving. The decoder
+itself is pluggable (``GreedyDecoder`` by default); a decoder maps normalised log-probabilities to class ids with
+their confidences, and ``decode`` turns ids into text.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import NamedTuple
 
 import torch
 
-from htr.alphabet import BLANK
+from htr.alphabet import BLANK, Alphabet
 
 
 class Transcription(NamedTuple):
-    """A recognized text and the probability of its best CTC path."""
+    """A recognized text with the model's confidence in the whole line and in each of its characters."""
 
     text: str
     confidence: float
+    char_confidences: tuple[float, ...] = ()
 
 
-def greedy_decode(
-    log_probs: torch.Tensor, input_lengths: torch.Tensor | None = None
-) -> tuple[list[list[int]], torch.Tensor]:
-    """Best path decoding of a batch.
+class DecodedPath(NamedTuple):
+    """What a decoder finds for one sample: class ids (no blanks), their confidences and the line's."""
+
+    ids: list[int]
+    char_confidences: list[float]
+    confidence: float
+
+
+class Decoder(ABC):
+    """Maps (T, N, C) log-probabilities and (N,) valid lengths to one ``DecodedPath`` per sample.
+
+    A plain class (not a Protocol) so that the CLI can take any decoder as ``class_path``/``init_args``.
+    """
+
+    @abstractmethod
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[DecodedPath]: ...
+
+
+class GreedyDecoder(Decoder):
+    """Best path decoding: the best class per step, repeats collapsed, blanks dropped.
+
+    The line's confidence is the probability of that best path (the product of each valid step's best
+    probability); a character's is its best step's probability within the run of steps that emit it.
+    """
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[DecodedPath]:
+        steps, batch, _ = log_probs.shape
+        best_log_prob, best = log_probs.detach().float().max(-1)  # (T, N) each
+        valid = torch.arange(steps, device=best.device)[:, None] < lengths.to(best.device)[None, :]
+        line = (best_log_prob * valid).sum(0).exp()  # (N,)
+        # A step starts a new run when it differs from the previous step; a run of a non-blank class is a symbol.
+        changed = torch.ones_like(best, dtype=torch.bool)
+        changed[1:] = best[1:] != best[:-1]
+        run = changed.long().cumsum(0) - 1  # (T, N) index of each step's run
+        keep = changed & (best != BLANK) & valid
+        best, keep, run, prob, line = best.T.cpu(), keep.T.cpu(), run.T.cpu(), best_log_prob.exp().T.cpu(), line.cpu()
+        paths = []
+        for n in range(batch):
+            run_max = torch.zeros(steps).scatter_reduce(0, run[n], prob[n], "amax", include_self=False)
+            paths.append(DecodedPath(best[n][keep[n]].tolist(), run_max[run[n][keep[n]]].tolist(), float(line[n])))
+        return paths
+
+
+GREEDY = GreedyDecoder()
+
+
+def decode(
+    logits: torch.Tensor,
+    lengths: torch.Tensor | None,
+    alphabet: Alphabet,
+    decoder: Decoder = GREEDY,
+    temperature: float = 1.0,
+) -> list[Transcription]:
+    """Texts of a batch of CTC logits.
 
     Args:
-        log_probs: (T, N, C) log-probabilities (or logits: the argmax is the same).
-        input_lengths: (N,) number of valid time steps per sample; all T when None.
-
-    Returns:
-        The collapsed class ids of each sample (no blanks), and (N,) confidences: the probability of the
-        best path, i.e. the product over valid time steps of the best class's probability.
+        logits: (T, N, C) network outputs (log-probabilities work too: softmax is shift-invariant).
+        lengths: (N,) valid time steps per sample (``CRNN.output_lengths``); all T when None.
+        alphabet: maps class ids to characters.
+        decoder: greedy by default; see ``htr.beam`` for beam search with a language model.
+        temperature: divides the logits first (fitted on validation data by ``htr.calibration``), which changes
+            the confidences and, for beam search with a language model, the balance between the two.
     """
-    steps, batch, _ = log_probs.shape
-    if input_lengths is None:
-        input_lengths = torch.full((batch,), steps, dtype=torch.long)
-    best_log_prob, best = log_probs.detach().log_softmax(-1).max(-1)  # (T, N) each
-    valid = torch.arange(steps, device=best.device)[:, None] < input_lengths.to(best.device)[None, :]
-    confidence = (best_log_prob * valid).sum(0).exp()  # (N,)
-    # A step starts a new symbol when it differs from the previous step and is not blank.
-    changed = torch.ones_like(best, dtype=torch.bool)
-    changed[1:] = best[1:] != best[:-1]
-    keep = changed & (best != BLANK) & valid  # (T, N)
-    best, keep = best.T.cpu(), keep.T.cpu()  # (N, T)
-    paths = [best[n][keep[n]].tolist() for n in range(batch)]
-    return paths, confidence.cpu()
+    steps, batch, _ = logits.shape
+    if lengths is None:
+        lengths = torch.full((batch,), steps, dtype=torch.long)
+    log_probs = (logits.detach().float() / temperature).log_softmax(-1)
+    return [
+        Transcription(alphabet.decode(path.ids), path.confidence, tuple(path.char_confidences))
+        for path in decoder(log_probs, lengths)
+    ]
 
 
 def min_ctc_steps(text: str) -> int:

@@ -16,7 +16,7 @@ from lightning import Callback, LightningModule, Trainer  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 
 from htr.alphabet import BLANK  # noqa: E402
-from htr.decoding import greedy_decode  # noqa: E402
+from htr.decoding import GREEDY, decode  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class FiguresCallback(Callback):
                 image, target = dataset[i]
                 logits = pl_module(image.unsqueeze(0).to(pl_module.device))  # (T, 1, C)
                 probs = logits[:, 0].float().softmax(-1).cpu().numpy()  # (T, C)
-                predicted = pl_module.alphabet.decode(greedy_decode(logits)[0][0])
+                predicted = decode(logits, None, pl_module.alphabet, GREEDY)[0].text
                 figure = plot_ctc_probabilities(image[0].numpy(), probs, pl_module.alphabet.chars, target, predicted)
                 paths.append(self._save(figure, out / f"ctc_{i}.png"))
         pl_module.train(was_training)

@@ -14,9 +14,10 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from htr.alphabet import Alphabet
 from htr.data.collate import Batch
-from htr.decoding import Transcription, greedy_decode
+from htr.decoding import GREEDY, Decoder, Transcription, decode
 from htr.metrics import SequenceAccuracy
 from htr.models.crnn import CRNN
+from htr.preprocessing import Preprocessing
 
 # Through the CLI the checkpoint keeps the net's class_path config, not the module; built in Python, the module is
 # pickled into the hyperparameters, which reloads too. Either way Lightning's advice to ignore it does not apply.
@@ -26,7 +27,8 @@ warnings.filterwarnings("ignore", message="Attribute 'net' is an instance of `nn
 class HTRLitModule(LightningModule):
     """CTC training of a CRNN; reports CER, WER and exact-match accuracy as ``val/cer``, ``test/acc``...
 
-    The checkpoint holds the charset and the network's configuration, so it is all inference needs.
+    The checkpoint holds the charset, the network's configuration, the preprocessing, the decoder and the
+    confidence temperature, so it is all inference needs.
 
     Args:
         net: the recognizer network; its ``num_classes`` must be ``len(charset) + 1``.
@@ -34,8 +36,10 @@ class HTRLitModule(LightningModule):
         optimizer: builds the optimizer from the parameters.
         scheduler: builds a per-step LR scheduler from the optimizer; a ``total_steps`` left unset
             (OneCycleLR) is filled in with the run's length.
-        trim_margins: whether training images had their blank margins cropped (linked from the data),
-            kept here so that inference preprocesses exactly as training did.
+        preprocessing: how the training images were prepared (linked from the data), kept here so that
+            inference prepares images exactly the same way; ``Preprocessing(height=net.height)`` when None.
+        decoder: turns logits into text for test and predict (validation, run every epoch, stays greedy);
+            greedy when None.
         nonfinite_loss: what a training batch with a NaN/Inf loss does. ``"skip"``: no backward, no optimizer
             step, counted per epoch in ``train/skipped_batches``; ``"raise"``: stop with ``FloatingPointError``
             naming the step and the batch's texts. Under DDP the ranks agree, so all skip the same step.
@@ -47,18 +51,29 @@ class HTRLitModule(LightningModule):
         charset: str,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
-        trim_margins: bool = False,
+        preprocessing: Preprocessing | None = None,
+        decoder: Decoder | None = None,
         nonfinite_loss: Literal["skip", "raise"] = "skip",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)
+        if isinstance(preprocessing, dict):  # as stored in a checkpoint
+            preprocessing = Preprocessing.from_dict(preprocessing)
+        preprocessing = preprocessing or Preprocessing(height=net.height)
+        self.save_hyperparameters(logger=False, ignore=["preprocessing"])
+        self.hparams["preprocessing"] = preprocessing.to_dict()  # plain values: loadable with weights_only
         self.net = net
         self.alphabet = Alphabet(charset)
         if net.num_classes != self.alphabet.num_classes:
             raise ValueError(
                 f"net has {net.num_classes} outputs but charset {charset!r} needs {self.alphabet.num_classes}"
             )
-        self.trim_margins = trim_margins
+        if preprocessing.height != net.height:
+            raise ValueError(f"preprocessing height {preprocessing.height} != the net's input height {net.height}")
+        self.preprocessing = preprocessing
+        self.decoder = decoder or GREEDY
+        # Divides the logits before softmax; fitted on validation data after fit (htr.calibration), saved with
+        # the weights so that every copy of the model reports the same confidences.
+        self.register_buffer("temperature", torch.tensor(1.0))
         self.nonfinite_loss = nonfinite_loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -71,11 +86,13 @@ class HTRLitModule(LightningModule):
         """(T, N, C) logits of (N, 1, H, W) images."""
         return self.net(images)
 
-    def transcribe(self, images: torch.Tensor, widths: torch.Tensor) -> list[Transcription]:
-        """Greedy CTC transcriptions of a padded batch, with each sample's true width."""
-        logits = self.net(images)
-        paths, confidence = greedy_decode(logits, self.net.output_lengths(widths))
-        return [Transcription(self.alphabet.decode(p), float(c)) for p, c in zip(paths, confidence)]
+    def transcribe(
+        self, images: torch.Tensor, widths: torch.Tensor, decoder: Decoder | None = None
+    ) -> list[Transcription]:
+        """Transcriptions of a padded batch, with each sample's true width (``self.decoder`` when None)."""
+        logits = self.net(images, widths)
+        lengths = self.net.output_lengths(widths)
+        return decode(logits, lengths, self.alphabet, decoder or self.decoder, float(self.temperature))
 
     def _loss_is_finite(self, loss: torch.Tensor, batch: Batch) -> bool:
         """Whether every rank's training loss is finite; logs the skip or raises, as ``nonfinite_loss`` says.
@@ -98,7 +115,7 @@ class HTRLitModule(LightningModule):
         return finite
 
     def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor | None:
-        logits = self.net(batch.images)  # (T, N, C)
+        logits = self.net(batch.images, batch.widths)  # (T, N, C)
         log_probs = logits.float().log_softmax(-1)  # CTC needs float32, also under bf16 autocast
         input_lengths = self.net.output_lengths(batch.widths)
         loss = self.ctc_loss(log_probs, batch.targets, input_lengths, batch.target_lengths)
@@ -110,9 +127,10 @@ class HTRLitModule(LightningModule):
             sync_dist=True,
         )  # fmt: skip
         if stage != "train":
-            paths, _ = greedy_decode(log_probs, input_lengths)
+            decoder = GREEDY if stage == "val" else self.decoder
+            texts = [t.text for t in decode(logits, input_lengths, self.alphabet, decoder, float(self.temperature))]
             metrics = self.val_metrics if stage == "val" else self.test_metrics
-            metrics.update([self.alphabet.decode(p) for p in paths], batch.texts)
+            metrics.update(texts, batch.texts)
             self.log_dict(metrics, batch_size=len(batch), prog_bar=stage == "val")
         return loss
 

@@ -22,8 +22,9 @@ from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
 
 from htr.data.images import BadImageError, read_gray
-from htr.inference import Recognizer, load_model
+from htr.inference import Recognizer, load_checkpoint
 
+MODEL_ARTIFACT = "model"  # name of the logged pyfunc model inside its run
 CHECKPOINT_ARTIFACT = "checkpoint"  # key of the checkpoint in the pyfunc's ``artifacts``
 CHECKPOINT_FILE = "model.ckpt"  # its file name, under ``artifacts/`` in the model directory
 IMAGE_COLUMN = "image"
@@ -89,7 +90,7 @@ class HTRPythonModel(PythonModel):
     recognizer: Recognizer
 
     def load_context(self, context: PythonModelContext) -> None:
-        self.recognizer = load_model(context.artifacts[CHECKPOINT_ARTIFACT])
+        self.recognizer = load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None

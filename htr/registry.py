@@ -1,13 +1,11 @@
-"""The MLflow model registry for htr: registering the best checkpoint of a fit, and finding a logged one again.
+"""The write side of the MLflow model registry: registering the best checkpoint of a fit (reading: ``model_store``).
 
 A fit's best checkpoint becomes a pyfunc model version (``htr.pyfunc``) that takes the alias ``champion`` only if
-its ``val/cer`` beats the current champion's on the same validation data. ``download_checkpoint`` resolves
-``models:/`` and ``runs:/`` URIs for ``htr.load_model``.
+its ``val/cer`` beats the current champion's on the same validation data.
 """
 
 from __future__ import annotations
 
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,17 +19,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from htr.data.datamodule import TextImageDataModule
+from htr.pyfunc import CHECKPOINT_ARTIFACT, CHECKPOINT_FILE, MODEL_ARTIFACT, SIGNATURE, HTRPythonModel
 from htr.tracking import (
     MONITOR,
     PACKAGE_DIR,
     REQUIREMENTS,
     mlflow_logger,
     package_version,
-    resolve_tracking_uri,
     val_fingerprint,
 )
-
-MODEL_ARTIFACT = "model"  # name of the logged pyfunc model inside its run
 
 
 def _pip_requirements() -> list[str]:
@@ -90,9 +86,6 @@ def register_best(trainer: Trainer, model_name: str, alias: str = "champion") ->
     Returns:
         The registered version, or None when there is nothing to register (no MLflow logger or best checkpoint).
     """
-    from htr.inference import load_model
-    from htr.pyfunc import CHECKPOINT_ARTIFACT, CHECKPOINT_FILE, SIGNATURE, HTRPythonModel
-
     logger = mlflow_logger(trainer)
     callback = trainer.checkpoint_callback
     if logger is None or not trainer.is_global_zero:
@@ -105,7 +98,7 @@ def register_best(trainer: Trainer, model_name: str, alias: str = "champion") ->
     mlflow.set_tracking_uri(logger.tracking_uri)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=logger.run_id):
         checkpoint = _slim_checkpoint(callback.best_model_path, Path(tmp) / CHECKPOINT_FILE)
-        recognizer = load_model(checkpoint)
+        module = trainer.lightning_module
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=HTRPythonModel(),
@@ -114,7 +107,11 @@ def register_best(trainer: Trainer, model_name: str, alias: str = "champion") ->
             pip_requirements=_pip_requirements(),
             signature=SIGNATURE,
             input_example=_input_example(trainer),
-            metadata={"height": recognizer.height, "charset": recognizer.alphabet.chars, "val_cer": val_cer},
+            metadata={
+                "preprocessing": module.preprocessing.to_dict(),
+                "charset": module.alphabet.chars,
+                "val_cer": val_cer,
+            },  # fmt: skip
             registered_model_name=model_name,
         )
     client = MlflowClient(logger.tracking_uri)
@@ -129,54 +126,3 @@ def register_best(trainer: Trainer, model_name: str, alias: str = "champion") ->
     client.set_tag(logger.run_id, "registered_model", f"models:/{model_name}/{number}")
     rank_zero_info(f"Registered {model_name} version {number}, which {decision}")
     return client.get_model_version(model_name, number)
-
-
-class ModelNotFoundError(LookupError):
-    """A ``models:/`` or ``runs:/`` URI that names nothing in the store; the message lists what exists."""
-
-
-def _check_model_uri(client: MlflowClient, uri: str) -> None:
-    """Raise ``ModelNotFoundError`` listing the models, versions or aliases that do exist."""
-    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/([^/]+))(/.*)?", uri)
-    if match is None:
-        if uri.startswith("models:/"):
-            raise ModelNotFoundError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-        return
-    name, alias, number, _ = match.groups()
-    names = sorted(m.name for m in client.search_registered_models())
-    if name not in names:
-        raise ModelNotFoundError(f"no registered model {name!r} in {client.tracking_uri}; registered: {names}")
-    model = client.get_registered_model(name)
-    numbers = sorted((str(v.version) for v in client.search_model_versions(f"name='{name}'")), key=int)
-    if alias is not None and alias not in model.aliases:
-        raise ModelNotFoundError(f"{name} has no alias {alias!r}; aliases: {model.aliases}, versions: {numbers}")
-    if number is not None and number != "latest" and number not in numbers:
-        raise ModelNotFoundError(f"{name} has no version {number}; versions: {numbers}, aliases: {model.aliases}")
-
-
-def download_checkpoint(uri: str, target: Path, tracking_uri: str | None = None) -> Path:
-    """Fetch the checkpoint inside a logged htr model into ``target`` (the rest of the model stays put).
-
-    Args:
-        uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/model``.
-        target: a folder to download into.
-        tracking_uri: the store; ``resolve_tracking_uri()`` when None.
-
-    Raises:
-        ModelNotFoundError: nothing has that name, alias or version (the message lists what exists), or the
-            run or model holds no htr checkpoint.
-    """
-    from htr.pyfunc import CHECKPOINT_FILE
-
-    tracking_uri = resolve_tracking_uri(tracking_uri)
-    _check_model_uri(MlflowClient(tracking_uri, registry_uri=tracking_uri), uri)
-    checkpoint_uri = f"{uri.rstrip('/')}/artifacts/{CHECKPOINT_FILE}"
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=checkpoint_uri, dst_path=str(target), tracking_uri=tracking_uri, registry_uri=tracking_uri
-        )
-    except (MlflowException, OSError) as error:
-        raise ModelNotFoundError(
-            f"cannot fetch {checkpoint_uri} from {tracking_uri} (is {uri} a model logged by `htr fit`?): {error}"
-        ) from None
-    return Path(local)

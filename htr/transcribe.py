@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from htr.data.images import IMAGE_SUFFIXES, BadImageError
-from htr.inference import load_model
+from htr.loading import load_model
 
 
 def _image_files(paths: Sequence[str]) -> list[Path]:
@@ -38,7 +38,7 @@ def main(args: Sequence[str] | None = None) -> None:
     options = parser.parse_args(args)
     try:
         recognizer = load_model(options.model)
-    except (FileNotFoundError, LookupError) as error:  # LookupError: htr.registry.ModelNotFoundError
+    except (FileNotFoundError, LookupError) as error:  # LookupError: htr.model_store.ModelNotFoundError
         parser.error(str(error))
     files = _image_files(options.images)
     if not files:

@@ -32,7 +32,8 @@ import torch  # noqa: E402
 from lightning import Callback  # noqa: E402
 
 from htr.cli import main  # noqa: E402
-from htr.inference import Recognizer, load_model  # noqa: E402
+from htr.inference import Recognizer  # noqa: E402
+from htr.loading import load_model  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = REPO_ROOT.parent / "shared" / "peers" / "keras_captcha" / "run.py"

@@ -27,11 +27,10 @@ import torch  # noqa: E402
 from lightning import Callback, LightningModule, Trainer  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from htr.cli import HTRCLI  # noqa: E402
+from htr.cli import build_cli  # noqa: E402
 from htr.data.collate import Batch  # noqa: E402
 from htr.data.datamodule import TextImageDataModule  # noqa: E402
 from htr.lit_module import HTRLitModule  # noqa: E402
-from htr.tracking import MLflowRunCallback  # noqa: E402
 
 
 class _StepClock(Callback):
@@ -92,10 +91,7 @@ def main() -> None:
     parser.add_argument("fit_args", nargs="*", help="htr fit arguments, after --")
     args = parser.parse_args()
     fit_args = args.fit_args or ["--config", "configs/captcha.yaml"]
-    cli = HTRCLI(
-        HTRLitModule, TextImageDataModule, subclass_mode_data=True, auto_configure_optimizers=False,
-        save_config_callback=MLflowRunCallback, run=False, args=[*fit_args, "--trainer.logger", "false"],
-    )  # fmt: skip
+    cli = build_cli([*fit_args, "--trainer.logger", "false"], run=False)
     datamodule, module = cli.datamodule, cli.model
     datamodule.setup("fit")
     loader = {

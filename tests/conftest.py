@@ -35,6 +35,14 @@ def _restore_tracking_uri(_mlflow_store):
 
 
 @pytest.fixture(scope="session")
+def captcha_files(tmp_path_factory) -> Path:
+    """24 generated captcha-like PNGs named by label: for fast tests that need no real data."""
+    from tests.helpers import make_captchas
+
+    return make_captchas(tmp_path_factory.mktemp("captchas"))
+
+
+@pytest.fixture(scope="session")
 def captcha_dir() -> Path:
     """The 934 real captchas (read-only)."""
     if not CAPTCHA_DIR.is_dir():

@@ -50,4 +50,30 @@ def test_recognizer_traced_graph_matches_eager_at_any_batch_and_width():
     with torch.inference_mode():
         for batch, width in ((1, 40), (3, 90), (5, 333)):
             images = torch.rand(batch, 1, 32, width)
-            assert torch.allclose(recognizer._forward(images), net(images), atol=1e-4)
+            widths = torch.randint(width // 2, width + 1, (batch,))
+            assert torch.allclose(recognizer._forward(images, widths), net(images, widths), atol=1e-4)
+
+
+def _padded(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    widths = torch.tensor([image.shape[-1] for image in images])
+    batch = torch.zeros(len(images), 1, images[0].shape[-2], int(widths.max()))
+    for n, image in enumerate(images):
+        batch[n, ..., : image.shape[-1]] = image
+    return batch, widths
+
+
+def test_a_lines_logits_do_not_depend_on_its_batch():
+    torch.manual_seed(0)
+    net = CRNN(num_classes=7, height=32, rnn_layers=2).eval()
+    for module in net.modules():  # batch norm that maps zero padding to non-zero values
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+    lines = [torch.rand(1, 32, width) for width in (37, 90, 250)]  # 37 and 90: not multiples of the stride
+    batch, widths = _padded(lines)
+    with torch.inference_mode():
+        together = net(batch, widths)
+        lengths = net.output_lengths(widths)
+        for n, line in enumerate(lines):
+            alone = net(line[None])
+            assert alone.shape[0] == lengths[n]
+            assert torch.allclose(together[: lengths[n], n], alone[:, 0], atol=1e-5)

@@ -23,9 +23,9 @@ import pytest
 from mlflow import MlflowClient
 
 from htr.cli import main
-from htr.inference import load_model
+from htr.loading import load_model
+from htr.model_store import ModelNotFoundError
 from htr.pyfunc import BadPayloadError
-from htr.registry import ModelNotFoundError
 from htr.tracking import (
     MLFlowLogger,
     TrackingServerUnreachableError,

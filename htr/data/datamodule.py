@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, Sampler, get_worker_info
 from htr.alphabet import Alphabet
 from htr.data.collate import CTCCollate
 from htr.data.dataset import Sample, TextImageDataset, load_samples
-from htr.data.transforms import train_augmentation, trim_margins
+from htr.data.transforms import train_augmentation
+from htr.preprocessing import Preprocessing, Threshold
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ class TextImageDataModule(L.LightningDataModule, ABC):
     """Base for datamodules whose samples are (image file, text) pairs split into train/val/test.
 
     Subclasses only say where the samples are (``split_samples``); this class validates and caches
-    them, derives the charset and builds the loaders.
+    them, derives the charset and builds the loaders. Height, margin trimming, deslanting and thresholding make
+    up ``self.preprocessing``, which the CLI hands to the model, so that inference reads images the same way.
 
     Args:
         height: model input height; images are resized to it keeping their aspect ratio.
@@ -33,8 +35,9 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         charset: characters the model emits; derived from all labels when None.
         time_stride: input pixels per model time step, to reject labels too long for their image
             (linked from the model by the CLI).
-        trim_margins: crop blank left/right margins before resizing (``transforms.trim_margins``);
-            stored with the model so that inference does the same.
+        trim_margins: crop blank left/right margins before resizing (``preprocessing.trim_margins``).
+        deslant: shear handwriting so that its strokes stand upright (``preprocessing.deslant``).
+        threshold: ``whiten`` or ``binarize`` the paper with Otsu's threshold, or ``off``.
         augment: apply the train augmentation.
         strike_lines: probability of an extra line across a train image (``transforms.StrikeLine``); for
             captchas, whose generator strikes letters through.
@@ -51,6 +54,8 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         charset: str | None = None,
         time_stride: int = 4,
         trim_margins: bool = False,
+        deslant: bool = False,
+        threshold: Threshold = "off",
         augment: bool = True,
         strike_lines: float = 0.0,
         skip_bad: bool = False,
@@ -59,10 +64,9 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         seed: int = 42,
     ) -> None:
         super().__init__()
-        self.height = height
+        self.preprocessing = Preprocessing(height, trim_margins, deslant, threshold)
         self.batch_size = batch_size
         self.time_stride = time_stride
-        self.trim_margins = trim_margins
         self.augment = augment
         self.strike_lines = strike_lines
         self.skip_bad = skip_bad
@@ -76,13 +80,9 @@ class TextImageDataModule(L.LightningDataModule, ABC):
     def split_samples(self) -> dict[str, list[Sample]]:
         """The samples of each stage in ``STAGES``; may download or unpack data first."""
 
-    def prepare_image(self, sample: Sample, gray: np.ndarray) -> np.ndarray:
-        """Per-sample processing of the decoded (H, W) uint8 image before resizing; subclasses override it."""
-        return gray
-
-    def _prepare(self, sample: Sample, gray: np.ndarray) -> np.ndarray:
-        gray = self.prepare_image(sample, gray)
-        return trim_margins(gray) if self.trim_margins else gray
+    @property
+    def height(self) -> int:
+        return self.preprocessing.height
 
     def batch_sampler(self, stage: str, shuffle: bool) -> Sampler[list[int]] | None:
         """Batches of ``stage`` as index lists (e.g. grouped by width); None batches in order or at random."""
@@ -117,9 +117,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         for name, samples in self._splits.items():
             if name in self.datasets:
                 continue
-            kept, images = load_samples(
-                samples, self.height, self.alphabet, self.time_stride, self.skip_bad, self._prepare
-            )
+            kept, images = load_samples(samples, self.preprocessing, self.alphabet, self.time_stride, self.skip_bad)
             augment = (
                 train_augmentation(self.seed + self._rank, self.strike_lines)
                 if name == "train" and self.augment

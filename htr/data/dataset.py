@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 
 from htr.alphabet import Alphabet
 from htr.data.images import BadImageError, read_gray
-from htr.data.transforms import resize_to_height, to_tensor
 from htr.decoding import min_ctc_steps
+from htr.preprocessing import Preprocessing, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,12 @@ class BadSamplesError(ValueError):
 
 def load_samples(
     samples: Sequence[Sample],
-    height: int,
+    preprocessing: Preprocessing,
     alphabet: Alphabet,
     time_stride: int,
     skip_bad: bool = False,
-    prepare: Callable[[Sample, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[list[Sample], list[np.ndarray]]:
-    """Decode every image once, resized to ``height``, and check that each sample can be trained on.
+    """Decode and preprocess every image once, and check that each sample can be trained on.
 
     Doing this before training means a bad file fails the run at the start, with its name, rather than
     mid-epoch. A sample is bad when its image does not decode, its text is empty or has characters
@@ -55,23 +54,20 @@ def load_samples(
 
     Args:
         samples: the samples to load.
-        height: the model's input height.
+        preprocessing: the model's preprocessing, the same that inference applies.
         alphabet: the characters the model can emit.
         time_stride: input pixels per model time step (``CRNN.time_stride``).
         skip_bad: drop bad samples with a logged count instead of raising ``BadSamplesError``.
-        prepare: per-sample processing of the full-resolution grayscale image before resizing (e.g.
-            thresholding with the sample's metadata, deslanting); None keeps the image as decoded.
 
     Returns:
-        The good samples and their (height, W) uint8 images, in the same order.
+        The good samples and their preprocessed (height, W) uint8 images, in the same order.
     """
     kept: list[Sample] = []
     images: list[np.ndarray] = []
     problems: list[BadImageError] = []
     for sample in tqdm(samples, desc="decoding images", unit="img", leave=False, disable=len(samples) < 2000):
         try:
-            gray = read_gray(sample.path)
-            image = resize_to_height(gray if prepare is None else prepare(sample, gray), height)
+            image = preprocessing.image(read_gray(sample.path))
             _check_label(sample, image.shape[1], alphabet, time_stride)
         except BadImageError as problem:
             problems.append(problem)

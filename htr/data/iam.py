@@ -29,7 +29,6 @@ import numpy as np
 
 from htr.data.datamodule import STAGES, TextImageDataModule
 from htr.data.dataset import Sample
-from htr.data.deslant import deslant
 from htr.data.download import DatasetUnavailableError, data_root
 from htr.data.sampler import BucketBatchSampler
 
@@ -244,9 +243,6 @@ class IAMDataModule(TextImageDataModule):
             lists give every stage samples here, else writers.
         writer_fractions: train/val/test fractions of the samples for the ``writers`` split.
         include_err: keep records that IAM flags ``err`` (word segmentation errors; their text is right).
-        threshold: ``whiten`` sets pixels above IAM's gray level to white (removes the background),
-            ``binarize`` also sets the others to black; ``off`` leaves the image as it is.
-        deslant: shear each image so that its strokes are vertical.
         min_aspect: drop images narrower than ``min_aspect`` times their height (IAM's bounding box).
         max_aspect: drop images wider than ``max_aspect`` times their height.
         max_text_length: drop samples with longer texts.
@@ -263,8 +259,6 @@ class IAMDataModule(TextImageDataModule):
         split: SplitName = "auto",
         writer_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
         include_err: bool = True,
-        threshold: Literal["off", "whiten", "binarize"] = "off",
-        deslant: bool = False,
         min_aspect: float | None = None,
         max_aspect: float | None = None,
         max_text_length: int | None = None,
@@ -280,8 +274,6 @@ class IAMDataModule(TextImageDataModule):
         self.split = split
         self.writer_fractions = writer_fractions
         self.include_err = include_err
-        self.threshold = threshold
-        self.deslant = deslant
         self.min_aspect = min_aspect
         self.max_aspect = max_aspect
         self.max_text_length = max_text_length
@@ -384,12 +376,6 @@ class IAMDataModule(TextImageDataModule):
             "IAM %s split %r: samples %s, writers %s", self.level, name, {s: len(v) for s, v in splits.items()}, writers
         )
         return dict(splits)
-
-    def prepare_image(self, sample: Sample, gray: np.ndarray) -> np.ndarray:
-        if self.threshold != "off" and isinstance(sample, IAMSample):
-            paper = gray > sample.graylevel
-            gray = np.where(paper, 255, gray if self.threshold == "whiten" else 0).astype(np.uint8)
-        return deslant(gray) if self.deslant else gray
 
     def batch_sampler(self, stage: str, shuffle: bool) -> BucketBatchSampler | None:
         if not self.bucketing:

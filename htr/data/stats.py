@@ -17,8 +17,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-from jsonargparse import ArgumentParser  # noqa: E402
 
 from htr.data.datamodule import STAGES, TextImageDataModule  # noqa: E402
 from htr.data.download import DatasetUnavailableError  # noqa: E402
@@ -27,41 +25,12 @@ from htr.decoding import min_ctc_steps  # noqa: E402
 log = logging.getLogger(__name__)
 
 
-def _merged_config(paths: Sequence[str]) -> dict:
-    """The ``data`` and ``model`` sections of the config files, later files overriding earlier ones."""
-    merged: dict = {}
-    for path in paths:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        for key in ("data", "model"):
-            merged[key] = _deep_merge(merged.get(key, {}), loaded.get(key) or {})
-    return merged
-
-
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def build_datamodule(configs: Sequence[str], overrides: Sequence[str]) -> TextImageDataModule:
-    """The datamodule a ``htr fit --config ...`` run would build, with the model's time stride linked in.
+    """The datamodule a ``htr fit --config ...`` run would build, through the same CLI and links (no logger)."""
+    from htr.cli import build_cli  # the CLI imports the trainer side of htr, which stats need only here
 
-    Only the ``data`` section is parsed (plus ``model.net.init_args.pools``), so stats need no trainer,
-    logger or model.
-    """
-    from htr.cli import _time_stride  # the same link the training CLI applies
-
-    config = _merged_config(configs)
-    if "class_path" not in config["data"]:
-        raise ValueError(f"no data.class_path in {list(configs)}: give a training config, e.g. configs/iam_lines.yaml")
-    pools = config["model"].get("net", {}).get("init_args", {}).get("pools")
-    if pools is not None:
-        config["data"].setdefault("init_args", {})["time_stride"] = _time_stride(pools)
-    parser = ArgumentParser(prog="htr data stats", exit_on_error=False)
-    parser.add_subclass_arguments(TextImageDataModule, "data")
-    namespace = parser.parse_args(["--data", yaml.safe_dump(config["data"]), *overrides])
-    return parser.instantiate_classes(namespace).data
+    args = [arg for path in configs for arg in ("--config", path)]
+    return build_cli([*args, *overrides, "--trainer.logger", "false"], run=False).datamodule
 
 
 def dataset_stats(datamodule: TextImageDataModule) -> dict[str, dict[str, np.ndarray]]:
@@ -148,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--out", type=Path, help="figure path (default outputs/stats/<config name>.png)")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    datamodule = build_datamodule(args.config, overrides)
     try:
+        datamodule = build_datamodule(args.config, overrides)  # the charset link reads the data
         datamodule.prepare_data()
     except DatasetUnavailableError as error:  # a setup problem, not a bug: the message alone says what to do
         raise SystemExit(f"htr data stats: {error}") from None

@@ -1,43 +1,10 @@
-"""Image preprocessing shared by training and inference, and the train-only augmentation."""
+"""Train-only augmentation (the deterministic steps shared with inference are in ``htr.preprocessing``)."""
 
 from __future__ import annotations
 
 import albumentations as A
 import cv2
 import numpy as np
-import torch
-
-
-def resize_to_height(gray: np.ndarray, height: int) -> np.ndarray:
-    """Scale an 8-bit grayscale image to ``height`` pixels, keeping its aspect ratio."""
-    h, w = gray.shape
-    if h == height:
-        return gray
-    width = max(1, round(w * height / h))
-    interpolation = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
-    return cv2.resize(gray, (width, height), interpolation=interpolation)
-
-
-def trim_margins(gray: np.ndarray, strength: float = 0.25) -> np.ndarray:
-    """Crop the blank left and right margins of a text image, keeping a margin of a quarter of its height.
-
-    CTC's early alignment spreads the characters evenly over the width; text that fills only part of the
-    image (captchas: the left 60-70%) makes that guess wrong and keeps training on the all-blank plateau.
-    A column counts as text when its ink (Otsu threshold) reaches ``strength`` times the 90th percentile
-    of inked columns, so thin strike-through lines and specks do not stretch the crop.
-    """
-    _, ink = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    columns = ink.sum(0)
-    if not columns.any():
-        return gray
-    text = np.flatnonzero(columns >= max(1.0, strength * np.percentile(columns[columns > 0], 90)))
-    margin = gray.shape[0] // 4
-    return gray[:, max(0, text[0] - margin) : text[-1] + margin + 1]
-
-
-def to_tensor(gray: np.ndarray) -> torch.Tensor:
-    """(1, H, W) float tensor, ink positive: white paper is 0 so that zero padding is blank paper."""
-    return torch.from_numpy(1.0 - gray.astype(np.float32) / 255.0).unsqueeze(0)
 
 
 class StrikeLine(A.ImageOnlyTransform):

@@ -1,3 +1,3 @@
-from htr.models.crnn import CRNN
+from htr.models.crnn import CRNN, time_stride
 
-__all__ = ["CRNN"]
+__all__ = ["CRNN", "time_stride"]

@@ -10,9 +10,20 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from htr.models.rnn import BiLSTM
+
+
+def time_stride(pools: Sequence[Sequence[int]]) -> int:
+    """Input pixels per output time step: the product of the blocks' width pooling."""
+    return math.prod(p[1] for p in pools)
+
 
 class CRNN(nn.Module):
     """Convolutional recurrent network that emits CTC logits, one column of the image per time step.
+
+    A line's logits do not depend on the lines it is batched with: given the images' widths, the columns past a
+    line's end are zeroed after every block (as the convolutions' own zero padding would be for the line alone)
+    and the BiLSTM reads each line only up to its end.
 
     Args:
         num_classes: output size, characters + blank (``Alphabet.num_classes``).
@@ -41,46 +52,59 @@ class CRNN(nn.Module):
             raise ValueError(f"num_classes must count the blank and at least one character, got {num_classes}")
         self.num_classes = num_classes
         self.height = height
-        self.time_stride = math.prod(p[1] for p in pools)
+        self.time_stride = time_stride(pools)
+        self.pool_widths = [int(p[1]) for p in pools]
         blocks: list[nn.Module] = []
         in_channels = 1
         for out_channels, (pool_h, pool_w) in zip(channels, pools):
-            blocks += [
+            layers: list[nn.Module] = [
                 nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
                 nn.BatchNorm2d(out_channels),
                 nn.ReLU(inplace=True),
             ]
             if (pool_h, pool_w) != (1, 1):
-                blocks.append(nn.MaxPool2d((pool_h, pool_w)))
+                layers.append(nn.MaxPool2d((pool_h, pool_w)))
+            blocks.append(nn.Sequential(*layers))
             in_channels = out_channels
-        self.cnn = nn.Sequential(*blocks)
+        self.cnn = nn.ModuleList(blocks)
         with torch.inference_mode():  # infer the feature size per column from a dummy image
-            _, c, h, _ = self.cnn(torch.zeros(1, 1, height, 4 * self.time_stride)).shape
+            dummy = torch.zeros(1, 1, height, 4 * self.time_stride)
+            for block in self.cnn:
+                dummy = block(dummy)
+            _, c, h, _ = dummy.shape
         if h < 1:
             raise ValueError(f"height {height} is too small for pools {pools}")
         self.dropout = nn.Dropout(dropout)
-        self.rnn = nn.LSTM(
-            c * h, rnn_hidden, num_layers=rnn_layers, bidirectional=True, dropout=dropout if rnn_layers > 1 else 0.0
-        )
-        self.head = nn.Linear(2 * rnn_hidden, num_classes)
+        self.rnn = BiLSTM(c * h, rnn_hidden, rnn_layers, dropout if rnn_layers > 1 else 0.0)
+        self.head = nn.Linear(self.rnn.output_size, num_classes)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, widths: torch.Tensor | None = None) -> torch.Tensor:
         """CTC logits of a batch.
 
         Args:
-            images: (N, 1, height, W) float images, ink positive, padding 0.
+            images: (N, 1, height, W) float images, ink positive, padded on the right with 0.
+            widths: (N,) unpadded width of each image; all W when None.
 
         Returns:
-            (T, N, num_classes) logits with T = W // time_stride.
+            (T, N, num_classes) logits with T = W // time_stride; sample n's first ``output_lengths(widths)[n]``
+            steps do not depend on the rest of the batch.
         """
         if images.shape[-2] != self.height:
             raise ValueError(f"expected images of height {self.height}, got shape {tuple(images.shape)}")
         if images.shape[-1] < self.time_stride:
             raise ValueError(f"image width {images.shape[-1]} is below the minimum {self.time_stride}")
-        features = self.cnn(images)  # (N, C, H', T)
+        if widths is None:
+            widths = torch.full(images.shape[:1], images.shape[-1], dtype=torch.long, device=images.device)
+        widths = widths.to(images.device)
+        features = images
+        for block, pool_width in zip(self.cnn, self.pool_widths):
+            features = block(features)
+            widths = torch.div(widths, pool_width, rounding_mode="floor")
+            columns = torch.arange(features.shape[-1], device=features.device)  # (W',)
+            features = features * (columns[None, :] < widths[:, None])[:, None, None, :]  # zero past each end
         n, c, h, t = features.shape
         features = features.permute(3, 0, 1, 2).reshape(t, n, c * h)  # (N, C, H', T) -> (T, N, C*H')
-        sequence, _ = self.rnn(self.dropout(features))  # (T, N, 2*hidden)
+        sequence = self.rnn(self.dropout(features), widths.clamp(min=1))  # (T, N, 2*hidden)
         return self.head(self.dropout(sequence))  # (T, N, num_classes)
 
     def output_lengths(self, widths: torch.Tensor) -> torch.Tensor:
@@ -94,11 +118,7 @@ class CRNN(nn.Module):
     def fused(self) -> CRNN:
         """An eval-mode copy with each batch norm folded into its convolution: same outputs, faster on CPU."""
         fused = copy.deepcopy(self).eval()
-        layers: list[nn.Module] = []
-        for layer in fused.cnn:
-            if isinstance(layer, nn.BatchNorm2d) and layers and isinstance(layers[-1], nn.Conv2d):
-                layers[-1] = fuse_conv_bn_eval(layers[-1], layer)
-            else:
-                layers.append(layer)
-        fused.cnn = nn.Sequential(*layers)
+        fused.cnn = nn.ModuleList(
+            nn.Sequential(fuse_conv_bn_eval(block[0], block[1]), *list(block)[2:]) for block in fused.cnn
+        )
         return fused

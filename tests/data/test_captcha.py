@@ -95,7 +95,7 @@ def test_offline_download_fails_with_one_clear_message(tmp_path, monkeypatch):
 
 def test_trim_margins_crops_blank_paper_but_not_text(captcha_dir):
     from htr.data.images import read_gray
-    from htr.data.transforms import trim_margins
+    from htr.preprocessing import trim_margins
 
     gray = read_gray(captcha_dir / "226md.png")  # 200 px wide, text in roughly x = 20..130
     trimmed = trim_margins(gray)

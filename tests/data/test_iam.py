@@ -1,13 +1,11 @@
 import tarfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from htr.cli import main
-from htr.data.deslant import deslant, shear
 from htr.data.download import DatasetUnavailableError
 from htr.data.iam import (
     IAMDataModule,
@@ -148,15 +146,6 @@ def test_prepare_data_unpacks_iam_archives(iam_root, tmp_path):
     assert dm.split_used == "writers" and sum(map(len, dm._splits.values())) == len(LINES) - 1
 
 
-def test_graylevel_threshold(iam_root):
-    sample = _datamodule(iam_root)._splits["train"][0]
-    gray = np.array([[230, 200, 181, 180, 40]], dtype=np.uint8)
-    whiten = _datamodule(iam_root, threshold="whiten").prepare_image(sample, gray)
-    binarize = _datamodule(iam_root, threshold="binarize").prepare_image(sample, gray)
-    assert whiten.tolist() == [[255, 255, 255, 180, 40]]
-    assert binarize.tolist() == [[255, 255, 255, 0, 0]]
-
-
 def test_bucket_sampler_covers_every_index_once_with_tight_batches():
     widths = np.random.default_rng(0).integers(50, 2000, size=1000)
     sampler = BucketBatchSampler(widths, batch_size=16, shuffle=True, pool_batches=20, seed=1)
@@ -252,16 +241,6 @@ def test_real_stats_through_cli(real_iam, tmp_path, capsys):
     main(["data", "stats", *args, "--out", str(out)])
     printed = capsys.readouterr().out
     assert "train: 682 samples, 29 writers (0 skipped" in printed and out.stat().st_size > 10_000
-
-
-@pytest.mark.parametrize("slant", [0.4, -0.3])
-def test_deslant_makes_slanted_strokes_vertical(slant):
-    upright = np.full((60, 200), 255, np.uint8)
-    for x in range(20, 180, 20):
-        cv2.line(upright, (x, 50), (x, 10), 0, 3)
-    slanted = shear(upright, slant)
-    tallest_column = (deslant(slanted) < 128).sum(0).max()
-    assert (slanted < 128).sum(0).max() < 20 and tallest_column >= 40  # the bars are 41 px high
 
 
 def test_data_stats_without_iam_exits_with_one_message(tmp_path):

@@ -1,7 +1,8 @@
 import cv2
 import numpy as np
 
-from htr.data.transforms import StrikeLine, resize_to_height, train_augmentation, trim_margins
+from htr.data.transforms import StrikeLine, train_augmentation
+from htr.preprocessing import resize_to_height, trim_margins
 
 
 def test_strike_line_crosses_the_text_in_dark_ink(captcha_dir):

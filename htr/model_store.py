@@ -1,0 +1,66 @@
+"""The read side of the MLflow model registry: finding a model logged by ``htr fit`` from its URI.
+
+``htr.load_model`` calls ``download_checkpoint`` for ``models:/`` and ``runs:/`` URIs; nothing here trains or
+registers (that is ``htr.registry``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from htr.pyfunc import CHECKPOINT_FILE
+from htr.tracking import resolve_tracking_uri
+
+
+class ModelNotFoundError(LookupError):
+    """A ``models:/`` or ``runs:/`` URI that names nothing in the store; the message lists what exists."""
+
+
+def _check_model_uri(client: MlflowClient, uri: str) -> None:
+    """Raise ``ModelNotFoundError`` listing the models, versions or aliases that do exist."""
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/([^/]+))(/.*)?", uri)
+    if match is None:
+        if uri.startswith("models:/"):
+            raise ModelNotFoundError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        return
+    name, alias, number, _ = match.groups()
+    names = sorted(m.name for m in client.search_registered_models())
+    if name not in names:
+        raise ModelNotFoundError(f"no registered model {name!r} in {client.tracking_uri}; registered: {names}")
+    model = client.get_registered_model(name)
+    numbers = sorted((str(v.version) for v in client.search_model_versions(f"name='{name}'")), key=int)
+    if alias is not None and alias not in model.aliases:
+        raise ModelNotFoundError(f"{name} has no alias {alias!r}; aliases: {model.aliases}, versions: {numbers}")
+    if number is not None and number != "latest" and number not in numbers:
+        raise ModelNotFoundError(f"{name} has no version {number}; versions: {numbers}, aliases: {model.aliases}")
+
+
+def download_checkpoint(uri: str, target: Path, tracking_uri: str | None = None) -> Path:
+    """Fetch the checkpoint inside a logged htr model into ``target`` (the rest of the model stays put).
+
+    Args:
+        uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/model``.
+        target: a folder to download into.
+        tracking_uri: the store; ``resolve_tracking_uri()`` when None.
+
+    Raises:
+        ModelNotFoundError: nothing has that name, alias or version (the message lists what exists), or the
+            run or model holds no htr checkpoint.
+    """
+    tracking_uri = resolve_tracking_uri(tracking_uri)
+    _check_model_uri(MlflowClient(tracking_uri, registry_uri=tracking_uri), uri)
+    checkpoint_uri = f"{uri.rstrip('/')}/artifacts/{CHECKPOINT_FILE}"
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=checkpoint_uri, dst_path=str(target), tracking_uri=tracking_uri, registry_uri=tracking_uri
+        )
+    except (MlflowException, OSError) as error:
+        raise ModelNotFoundError(
+            f"cannot fetch {checkpoint_uri} from {tracking_uri} (is {uri} a model logged by `htr fit`?): {error}"
+        ) from None
+    return Path(local)
