@@ -12,7 +12,7 @@ from PIL import Image
 
 from htr.alphabet import Alphabet
 from htr.data.collate import pad_images
-from htr.data.images import read_gray, to_gray
+from htr.data.images import load_gray
 from htr.decoding import GREEDY, Decoder, Transcription, decode
 from htr.lit_module import HTRLitModule
 from htr.models.crnn import CRNN
@@ -62,16 +62,13 @@ class Recognizer:
         return self.preprocessing.height
 
     def preprocess(self, image: ImageInput) -> torch.Tensor:
-        """(1, height, W) tensor of a file path, PIL image or numpy array (gray, RGB or RGBA)."""
-        if isinstance(image, (str, Path)):
-            gray = read_gray(image)
-        elif isinstance(image, Image.Image):
-            gray = to_gray(image)
-        elif isinstance(image, np.ndarray):
-            gray = to_gray(Image.fromarray(image))
-        else:
-            raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
-        tensor = self.preprocessing.tensor(gray)
+        """(1, height, W) tensor of a file path, image bytes, PIL image or numpy array (gray, RGB or RGBA).
+
+        Raises:
+            htr.data.images.BadImageError: the image is unreadable, too large, or an array of unknown layout or
+                range (``htr.data.images.load_gray``).
+        """
+        tensor = self.preprocessing.tensor(load_gray(image))
         if tensor.shape[-1] < self.net.time_stride:
             raise ValueError(
                 f"image is {tensor.shape[-1]} px wide after resizing; the model needs {self.net.time_stride}"

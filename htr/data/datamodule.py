@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from htr.alphabet import Alphabet
 from htr.data.collate import CTCCollate
-from htr.data.dataset import Sample, TextImageDataset, load_samples
+from htr.data.dataset import SKIP_BAD_HINT, BadSamplesError, Sample, TextImageDataset, is_utf8, load_samples
 from htr.data.transforms import train_augmentation
 from htr.preprocessing import Preprocessing, Threshold
 
@@ -98,7 +98,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
     def charset(self) -> str:
         """The model's characters: as configured, else every character of every label."""
         if self._charset is None:
-            texts = (s.text for samples in self._splits.values() for s in samples)
+            texts = (s.text for samples in self._splits.values() for s in samples if is_utf8(s.text))
             self._charset = Alphabet.from_texts(texts).chars
         return self._charset
 
@@ -114,16 +114,23 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         self._splits  # noqa: B018 - lists (and, if needed, downloads) the data once, on one process
 
     def setup(self, stage: str | None = None) -> None:
+        problems = []  # of every split, so that one run lists all the files to fix
         for name, samples in self._splits.items():
             if name in self.datasets:
                 continue
-            kept, images = load_samples(samples, self.preprocessing, self.alphabet, self.time_stride, self.skip_bad)
+            try:
+                kept, images = load_samples(samples, self.preprocessing, self.alphabet, self.time_stride, self.skip_bad)
+            except BadSamplesError as error:
+                problems += error.problems
+                continue
             augment = (
                 train_augmentation(self.seed + self._rank, self.strike_lines)
                 if name == "train" and self.augment
                 else None
             )
             self.datasets[name] = TextImageDataset(kept, images, augment)
+        if problems:
+            raise BadSamplesError(problems, SKIP_BAD_HINT)
 
     @property
     def _rank(self) -> int:

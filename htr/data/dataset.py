@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,19 @@ class Sample:
 
     path: Path
     text: str
+
+
+SKIP_BAD_HINT = "Fix or remove these files, or pass skip_bad=True (--data.skip_bad true)."
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 form: a file name with a non-UTF-8 byte decodes to surrogates that do not
+    (and that MLflow, JSON and the alphabet file cannot store)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class BadSamplesError(ValueError):
@@ -75,7 +89,7 @@ def load_samples(
         kept.append(sample)
         images.append(image)
     if problems and not skip_bad:
-        raise BadSamplesError(problems, "Fix or remove these files, or pass skip_bad=True (--data.skip_bad true).")
+        raise BadSamplesError(problems, SKIP_BAD_HINT)
     if problems:
         log.warning("skipped %d of %d samples: %s", len(problems), len(samples), "; ".join(map(str, problems[:5])))
     return kept, images
@@ -84,6 +98,9 @@ def load_samples(
 def _check_label(sample: Sample, width: int, alphabet: Alphabet, time_stride: int) -> None:
     if not sample.text:
         raise BadImageError(sample.path, "empty label")
+    if not is_utf8(str(sample.path)) or not is_utf8(sample.text):
+        shown = os.fsencode(sample.path).decode("utf-8", "backslashreplace")  # the bytes on disk, e.g. \xff
+        raise BadImageError(shown, "file name or label is not valid UTF-8; rename the file")
     unknown = alphabet.unknown(sample.text)
     if unknown:
         raise BadImageError(sample.path, f"label {sample.text!r} has characters outside the charset: {unknown}")

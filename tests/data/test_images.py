@@ -1,8 +1,19 @@
+import io
+import logging
+import os
+import shutil
+import struct
+import time
+import zlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from htr.data.images import BadImageError, read_gray
+from htr.data.captcha import CaptchaDataModule
+from htr.data.dataset import BadSamplesError
+from htr.data.images import BadImageError, ImageLimits, load_gray, read_gray
 
 
 def test_reads_rgba_palette_and_16_bit_as_8_bit_gray(tmp_path):
@@ -36,3 +47,127 @@ def test_bad_files_name_the_file_and_reason(tmp_path, captcha_dir, content, reas
 def test_missing_file(tmp_path):
     with pytest.raises(BadImageError, match="not found"):
         read_gray(tmp_path / "nope.png")
+
+
+def blank_png(path: Path, width: int, height: int) -> Path:
+    """A valid white 1-bit PNG of any declared size, a few kB on disk: the zlib stream of a blank image is tiny.
+
+    Written by hand so that a 14000x14000 image costs ~25 MB of zeros to compress, not 196 MB of pixels.
+    """
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + b"\xff" * ((width + 7) // 8)  # filter byte, then white pixels
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grayscale
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [14_000, 12_000])  # beyond Pillow's bomb limit, and between its warning and error
+def test_huge_images_are_refused_from_their_header(tmp_path, side):
+    path = blank_png(tmp_path / "huge.png", side, side)
+    assert path.stat().st_size < 1_000_000
+    started = time.monotonic()
+    with pytest.raises(BadImageError, match="over the limit of 40,000,000 pixels") as error:
+        load_gray(path)
+    assert time.monotonic() - started < 1  # the header decides: nothing is decoded
+    assert error.value.path == path and "HTR_MAX_IMAGE_PIXELS" in str(error.value)
+    assert read_gray(blank_png(tmp_path / "fine.png", 300, 40)).min() == 255  # the writer itself is sound
+
+
+def test_limits_come_from_the_environment_and_cover_bytes_and_aspect(tmp_path, monkeypatch):
+    path = blank_png(tmp_path / "line.png", 400, 40)
+    monkeypatch.setenv("HTR_MAX_IMAGE_PIXELS", "10000")
+    with pytest.raises(BadImageError, match="400x40 pixels is over the limit of 10,000 pixels"):
+        load_gray(path)
+    monkeypatch.delenv("HTR_MAX_IMAGE_PIXELS")
+    monkeypatch.setenv("HTR_MAX_IMAGE_BYTES", "20")
+    with pytest.raises(BadImageError, match="bytes is over the limit of 20 "):
+        load_gray(path)
+    with pytest.raises(BadImageError, match="bytes is over the limit of 20 "):
+        load_gray(io.BytesIO(path.read_bytes()))
+    monkeypatch.setenv("HTR_MAX_IMAGE_BYTES", "lots")
+    with pytest.raises(ValueError, match="HTR_MAX_IMAGE_BYTES='lots' is not a whole number"):
+        load_gray(path)
+    monkeypatch.delenv("HTR_MAX_IMAGE_BYTES")
+    with pytest.raises(BadImageError, match="times wider than high"):
+        load_gray(blank_png(tmp_path / "strip.png", 30_000, 2))
+    with pytest.raises(BadImageError, match="20x20 pixels is over the limit of 100 pixels"):
+        load_gray(Image.new("L", (20, 20)), ImageLimits(max_pixels=100))  # a PIL image passes the same gate
+
+
+def _ink() -> np.ndarray:
+    gray = np.full((20, 60), 250, np.uint8)
+    gray[5:15, 10:50] = 20
+    return gray
+
+
+def test_arrays_in_every_range_give_the_same_gray():
+    gray = _ink()
+    same = [gray, gray / 255.0, gray.astype(np.float32), gray.astype(np.int64), gray.astype(np.uint16) * 257]
+    for array in same:
+        assert np.array_equal(load_gray(array), gray), array.dtype
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    assert np.array_equal(load_gray(rgb / 255.0), gray)
+    assert np.array_equal(load_gray(gray[..., None]), gray)
+
+
+@pytest.mark.parametrize(
+    ("array", "reason"),
+    [
+        (np.full((20, 60), np.nan), r"1200 of 1200 pixels are NaN"),
+        (np.full((20, 60), np.inf, np.float32), r"NaN or infinite"),
+        (np.stack([_ink()] * 3), r"shape \(3, 20, 60\) looks channel-first"),
+        (np.zeros((20, 60, 2), np.uint8), r"shape \(20, 60, 2\) has 2 channels"),
+        (np.zeros((20, 60, 5), np.uint8), r"shape \(20, 60, 5\): expected"),
+        (np.zeros((2, 20, 60, 3), np.uint8), r"shape \(2, 20, 60, 3\)"),
+        (_ink() - 300.0, r"float64 values from -280 to -50: expected 0-1 or 0-255"),
+        (_ink().astype(np.int32) * 4, r"int32 values from 80 to 1000"),
+        (_ink().astype(np.complex64), r"dtype complex64"),
+    ],
+)
+def test_arrays_that_would_read_wrong_are_refused_with_their_shape_or_range(array, reason):
+    with pytest.raises(BadImageError, match=reason):
+        load_gray(array)
+
+
+@pytest.fixture
+def captcha_copy(captcha_files: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "captchas"
+    shutil.copytree(captcha_files, folder)
+    return folder
+
+
+def test_a_huge_training_image_is_a_named_error_or_a_counted_skip(captcha_copy, caplog):
+    blank_png(captcha_copy / "2222b.png", 14_000, 14_000)
+    datamodule = CaptchaDataModule(data_dir=str(captcha_copy), split=(1, 0, 0))
+    with pytest.raises(BadSamplesError, match=r"(?s)2222b.png: over the limit of 40,000,000 pixels.*skip_bad"):
+        datamodule.setup("fit")
+    skipping = CaptchaDataModule(data_dir=str(captcha_copy), split=(1, 0, 0), skip_bad=True)
+    with caplog.at_level(logging.WARNING):
+        skipping.setup("fit")
+    assert len(skipping.datasets["train"]) == 24 and "skipped 1 of 25 samples" in caplog.text
+
+
+def test_bad_files_of_all_splits_are_listed_together(captcha_copy):
+    bad = [captcha_copy / f"{label}.png" for label in ("22222", "33333", "44444", "55555", "66666", "77777")]
+    for path in bad:
+        path.write_bytes(b"not a png")
+    datamodule = CaptchaDataModule(data_dir=str(captcha_copy), split=(0.4, 0.3, 0.3))
+    splits_with_bad = {stage for stage, samples in datamodule._splits.items() for s in samples if s.path in bad}
+    assert len(splits_with_bad) >= 2, "precondition: bad files in more than one split"
+    with pytest.raises(BadSamplesError, match="6 unusable sample") as error:
+        datamodule.setup("fit")
+    assert {problem.path for problem in error.value.problems} == set(bad)
+
+
+def test_a_non_utf8_file_name_is_named_not_a_crash_later(captcha_copy):
+    name = os.fsdecode(b"2\xff345.png")  # Linux file names are bytes; this one decodes to a surrogate
+    shutil.copy(next(captcha_copy.glob("*.png")), captcha_copy / name)
+    datamodule = CaptchaDataModule(data_dir=str(captcha_copy), split=(1, 0, 0))
+    assert datamodule.charset.encode("utf-8")  # the label's surrogate does not reach the charset (or MLflow)
+    with pytest.raises(BadSamplesError, match=r"2\\xff345.png.*not valid UTF-8; rename the file"):
+        datamodule.setup("fit")
