@@ -43,6 +43,8 @@ class HTRLitModule(LightningModule):
         nonfinite_loss: what a training batch with a NaN/Inf loss does. ``"skip"``: no backward, no optimizer
             step, counted per epoch in ``train/skipped_batches``; ``"raise"``: stop with ``FloatingPointError``
             naming the step and the batch's texts. Under DDP the ranks agree, so all skip the same step.
+        shortcut_weight: weight of the CTC loss of the net's shortcut head in training (``CRNN(shortcut_head=True)``;
+            0.1 in Retsinas et al. 2022); nets without one ignore it.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class HTRLitModule(LightningModule):
         preprocessing: Preprocessing | None = None,
         decoder: Decoder | None = None,
         nonfinite_loss: Literal["skip", "raise"] = "skip",
+        shortcut_weight: float = 0.1,
     ) -> None:
         super().__init__()
         if isinstance(preprocessing, dict):  # as stored in a checkpoint
@@ -75,6 +78,7 @@ class HTRLitModule(LightningModule):
         # the weights so that every copy of the model reports the same confidences.
         self.register_buffer("temperature", torch.tensor(1.0))
         self.nonfinite_loss = nonfinite_loss
+        self.shortcut_weight = shortcut_weight
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.ctc_loss = nn.CTCLoss(blank=0, zero_infinity=True)
@@ -115,10 +119,15 @@ class HTRLitModule(LightningModule):
         return finite
 
     def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor | None:
-        logits = self.net(batch.images, batch.widths)  # (T, N, C)
+        logits, shortcut = self.net.forward_with_shortcut(batch.images, batch.widths)  # (T, N, C) each
         log_probs = logits.float().log_softmax(-1)  # CTC needs float32, also under bf16 autocast
         input_lengths = self.net.output_lengths(batch.widths)
         loss = self.ctc_loss(log_probs, batch.targets, input_lengths, batch.target_lengths)
+        if shortcut is not None and stage == "train":
+            shortcut_log_probs = shortcut.float().log_softmax(-1)
+            loss = loss + self.shortcut_weight * self.ctc_loss(
+                shortcut_log_probs, batch.targets, input_lengths, batch.target_lengths
+            )
         if stage == "train" and not self._loss_is_finite(loss, batch):
             return None
         # sync_dist: the epoch value of every rank is the mean over all ranks' batches, not over rank 0's only

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from functools import cached_property, partial
+from typing import Literal
 
+import albumentations as A
 import lightning as L
 import numpy as np
 import torch
@@ -14,7 +16,7 @@ from torch.utils.data import DataLoader, Sampler, get_worker_info
 from htr.alphabet import Alphabet
 from htr.data.collate import CTCCollate
 from htr.data.dataset import SKIP_BAD_HINT, BadSamplesError, Sample, TextImageDataset, is_utf8, load_samples
-from htr.data.transforms import train_augmentation
+from htr.data.transforms import handwriting_augmentation, train_augmentation
 from htr.preprocessing import Preprocessing, Threshold
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         deslant: shear handwriting so that its strokes stand upright (``preprocessing.deslant``).
         threshold: ``whiten`` or ``binarize`` the paper with Otsu's threshold, or ``off``.
         augment: apply the train augmentation.
+        augmentation: which one: ``text`` (``transforms.train_augmentation``, mild, for captchas) or
+            ``handwriting`` (``transforms.handwriting_augmentation``: slant, width, stroke and distortion).
         strike_lines: probability of an extra line across a train image (``transforms.StrikeLine``); for
             captchas, whose generator strikes letters through.
         skip_bad: skip unusable samples with a logged count instead of failing with the list.
@@ -57,6 +61,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         deslant: bool = False,
         threshold: Threshold = "off",
         augment: bool = True,
+        augmentation: Literal["text", "handwriting"] = "text",
         strike_lines: float = 0.0,
         skip_bad: bool = False,
         num_workers: int = 0,
@@ -68,6 +73,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         self.batch_size = batch_size
         self.time_stride = time_stride
         self.augment = augment
+        self.augmentation = augmentation
         self.strike_lines = strike_lines
         self.skip_bad = skip_bad
         self.num_workers = num_workers
@@ -123,14 +129,16 @@ class TextImageDataModule(L.LightningDataModule, ABC):
             except BadSamplesError as error:
                 problems += error.problems
                 continue
-            augment = (
-                train_augmentation(self.seed + self._rank, self.strike_lines)
-                if name == "train" and self.augment
-                else None
-            )
+            augment = self._train_augmentation() if name == "train" and self.augment else None
             self.datasets[name] = TextImageDataset(kept, images, augment)
         if problems:
             raise BadSamplesError(problems, SKIP_BAD_HINT)
+
+    def _train_augmentation(self) -> A.Compose:
+        seed = self.seed + self._rank
+        if self.augmentation == "handwriting":
+            return handwriting_augmentation(seed)
+        return train_augmentation(seed, self.strike_lines)
 
     @property
     def _rank(self) -> int:

@@ -179,25 +179,52 @@ def split_by_lists(samples: list[IAMSample], lists: dict[str, set[str]]) -> tupl
 
 
 def split_by_writer(
-    samples: list[IAMSample], fractions: tuple[float, float, float], seed: int
+    samples: list[IAMSample], fractions: tuple[float, float, float], seed: int, fold: int = 0
 ) -> dict[str, list[IAMSample]]:
     """Writers shuffled by ``seed`` and dealt to test, then val, until each holds its fraction of the samples.
 
     Every writer is in exactly one stage, as in IAM's writer-independent task: a random per-image split
-    would let the model see the test writers' hands.
+    would let the model see the test writers' hands. ``fold`` k starts dealing where fold k-1's test writers
+    ended, so the folds' test writers are disjoint (writer k-fold cross-validation with one seed) until the
+    order is used up; fold 0 is the plain split.
     """
     by_writer: dict[str, list[IAMSample]] = {}
     for sample in samples:
         by_writer.setdefault(sample.writer, []).append(sample)
     writers = sorted(by_writer)
-    order = np.random.default_rng(seed).permutation(len(writers))
+    order = list(np.random.default_rng(seed).permutation(len(writers)))
     targets = {"test": fractions[2] * len(samples), "val": fractions[1] * len(samples)}
+    starts = _fold_starts([len(by_writer[writers[i]]) for i in order], targets["test"])
+    if not 0 <= fold < len(starts):
+        raise ValueError(
+            f"fold {fold} is out of range: {len(writers)} writers at test fraction {fractions[2]} make "
+            f"{len(starts)} disjoint test folds"
+        )
     splits: dict[str, list[IAMSample]] = {stage: [] for stage in STAGES}
-    for i in order:
+    for i in order[starts[fold] :] + order[: starts[fold]]:
         writer_samples = by_writer[writers[i]]
         stage = next((s for s in ("test", "val") if 0 < targets[s] and len(splits[s]) < targets[s]), "train")
         splits[stage] += writer_samples
     return splits
+
+
+def _fold_starts(sizes: list[int], test_target: float) -> list[int]:
+    """Where each writer fold's test writers start in the shuffled order (``sizes``: samples per writer).
+
+    A fold's test set takes writers until it holds ``test_target`` samples, as ``split_by_writer`` deals them;
+    only folds whose test writers fit before the order's end count, so that no two folds share a test writer.
+    """
+    starts, start = [], 0
+    while start < len(sizes):
+        end, total = start, 0
+        while total < test_target and end < len(sizes):
+            total += sizes[end]
+            end += 1
+        if total < test_target or end == start:
+            break
+        starts.append(start)
+        start = end
+    return starts or [0]
 
 
 def unpack_archives(root: Path, level: Level) -> None:
@@ -242,6 +269,8 @@ class IAMDataModule(TextImageDataModule):
             seeded writer-disjoint split from ``forms.txt``), or ``auto``: the first of rwth, official whose
             lists give every stage samples here, else writers.
         writer_fractions: train/val/test fractions of the samples for the ``writers`` split.
+        fold: which writers the ``writers`` split holds out for test: folds 0, 1, ... have disjoint test writers
+            (``split_by_writer``), for k-fold cross-validation over writers; 0 is the usual split.
         include_err: keep records that IAM flags ``err`` (word segmentation errors; their text is right).
         min_aspect: drop images narrower than ``min_aspect`` times their height (IAM's bounding box).
         max_aspect: drop images wider than ``max_aspect`` times their height.
@@ -258,6 +287,7 @@ class IAMDataModule(TextImageDataModule):
         level: Level = "lines",
         split: SplitName = "auto",
         writer_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        fold: int = 0,
         include_err: bool = True,
         min_aspect: float | None = None,
         max_aspect: float | None = None,
@@ -273,6 +303,7 @@ class IAMDataModule(TextImageDataModule):
         self.level = level
         self.split = split
         self.writer_fractions = writer_fractions
+        self.fold = fold
         self.include_err = include_err
         self.min_aspect = min_aspect
         self.max_aspect = max_aspect
@@ -367,7 +398,7 @@ class IAMDataModule(TextImageDataModule):
                 f"a writer-disjoint split needs the writer of each form from {self.data_dir / 'ascii' / 'forms.txt'}, "
                 f"which is missing or lacks {len(unknown)} form(s), e.g. {unknown[:5]}"
             )
-        return self._use("writers", split_by_writer(samples, self.writer_fractions, self.seed))
+        return self._use("writers", split_by_writer(samples, self.writer_fractions, self.seed, self.fold))
 
     def _use(self, name: str, splits: dict[str, list[IAMSample]]) -> dict[str, list[Sample]]:
         self.split_used = name
