@@ -131,6 +131,8 @@ def test_fit_logs_config_metrics_data_and_environment(trained: dict):
     assert len(tags["htr.git_commit"].split("-")[0]) == 40
     config = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
     assert "experiment_name: tiny" in config and "max_epochs: 1" in config
+    experiment = client.get_experiment(run.info.experiment_id)  # the UI opens it on its training runs
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     # artifacts sit beside the sqlite file, not in the directory the test ran from
     assert run.info.artifact_uri.startswith(Path(client.tracking_uri.removeprefix("sqlite:///")).parent.as_uri())
 

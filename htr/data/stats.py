@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -23,14 +24,17 @@ from htr.data.download import DatasetUnavailableError  # noqa: E402
 from htr.decoding import min_ctc_steps  # noqa: E402
 
 log = logging.getLogger(__name__)
+BuildCLI = Callable[[list[str], bool], Any]  # htr.cli.build_cli(args, run)
 
 
-def build_datamodule(configs: Sequence[str], overrides: Sequence[str]) -> TextImageDataModule:
-    """The datamodule a ``htr fit --config ...`` run would build, through the same CLI and links (no logger)."""
-    from htr.cli import build_cli  # the CLI imports the trainer side of htr, which stats need only here
+def build_datamodule(configs: Sequence[str], overrides: Sequence[str], build_cli: BuildCLI) -> TextImageDataModule:
+    """The datamodule a ``htr fit --config ...`` run would build, through the same CLI and links (no logger).
 
+    ``build_cli`` is ``htr.cli.build_cli``, passed in by the ``htr`` command so that this module does not import
+    the module that dispatches to it.
+    """
     args = [arg for path in configs for arg in ("--config", path)]
-    return build_cli([*args, *overrides, "--trainer.logger", "false"], run=False).datamodule
+    return build_cli([*args, *overrides, "--trainer.logger", "false"], False).datamodule
 
 
 def dataset_stats(datamodule: TextImageDataModule) -> dict[str, dict[str, np.ndarray]]:
@@ -107,7 +111,7 @@ def plot(stats: dict[str, dict[str, np.ndarray]], title: str) -> plt.Figure:
     return figure
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
+def main(argv: Sequence[str] | None, build_cli: BuildCLI) -> Path:
     """``htr data stats --config CONFIG [--config MORE] [--out PNG] [--data.init_args.KEY VALUE ...]``."""
     parser = argparse.ArgumentParser(
         prog="htr data stats",
@@ -118,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        datamodule = build_datamodule(args.config, overrides)  # the charset link reads the data
+        datamodule = build_datamodule(args.config, overrides, build_cli)  # the charset link reads the data
         datamodule.prepare_data()
     except DatasetUnavailableError as error:  # a setup problem, not a bug: the message alone says what to do
         raise SystemExit(f"htr data stats: {error}") from None
