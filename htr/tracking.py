@@ -33,6 +33,7 @@ from mlflow.entities import Metric, Param, RunTag
 from htr.data.datamodule import TextImageDataModule
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MONITOR = "val/cer"  # the metric that picks the best checkpoint and the champion (lower is better)
 REQUIREMENTS = ("torch", "lightning", "torchmetrics", "jsonargparse", "mlflow", "numpy", "pandas", "pillow",
                 "opencv-python-headless", "albumentations")  # fmt: skip
@@ -322,6 +323,8 @@ class MLflowRunCallback(SaveConfigCallback):
         stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn (a str enum)
         name = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
         client.log_text(run_id, self.parser.dump(self.config, skip_none=False), name)
+        # MLflow 3's UI opens an experiment without a kind on its GenAI overview; these are model-training runs
+        client.set_experiment_tag(logger.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
         tags = [RunTag(key, value) for key, value in environment_tags().items()]
         params: list[Param] = []
         if not client.get_run(run_id).data.params:  # params are immutable: a continued run keeps the fit's
