@@ -167,7 +167,7 @@ class DocumentDataModule(TextImageDataModule):
             {stage: len(v) for stage, v in splits.items()},
         )
         self._report_characters(splits)
-        return dict(splits)
+        return {stage: list(samples) for stage, samples in splits.items()}
 
     def _report_characters(self, splits: dict[str, list[DocumentSample]]) -> None:
         train = Counter(char for sample in splits["train"] for char in sample.text)

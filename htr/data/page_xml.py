@@ -295,6 +295,6 @@ def _page_text(line: ET.Element) -> str | None:
     equivs = list(_children(line, "TextEquiv"))
     if not equivs:
         return None
-    equivs.sort(key=lambda e: int(e.get("index")) if (e.get("index") or "").lstrip("-").isdigit() else 1 << 31)
+    equivs.sort(key=lambda e: int(index) if (index := e.get("index") or "").lstrip("-").isdigit() else 1 << 31)
     unicode = _child(equivs[0], "Unicode")
     return None if unicode is None else unicode.text or ""

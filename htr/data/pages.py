@@ -64,7 +64,7 @@ def cut_lines(page: Page, lines: Sequence[PageLine], cache_dir: Path) -> list[Pa
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")
-            Image.fromarray(image).save(partial)
+            Image.fromarray(image).save(partial, compress_level=1)  # zlib fastest: ~2-3x faster than 6, ~13% larger
             os.replace(partial, path)
         results.append(path)
     return results
