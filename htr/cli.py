@@ -20,6 +20,8 @@ DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
                                                  runs are tracked in MLflow; the best model is registered
   htr transcribe --model CKPT_OR_URI IMAGES...   print path<TAB>text<TAB>confidence
   htr data stats --config configs/iam_lines.yaml counts, charset and histograms of a config's data
+  htr lm build --config configs/iam_lines.yaml --output lm.arpa
+                                                 character n-gram LM of the training texts, for beam search
 """
 
 
@@ -83,6 +85,11 @@ def main(args: ArgsType = None) -> HTRCLI | None:
         from htr.transcribe import main as transcribe
 
         transcribe(argv[1:])
+        return None
+    if argv[:2] == ["lm", "build"]:
+        from htr.lm import main as lm_build
+
+        lm_build(argv[2:], build_cli)
         return None
     if argv[:2] == ["data", "stats"]:
         from htr.data.stats import main as data_stats

@@ -1,0 +1,181 @@
+"""Character n-gram language models for beam search (``htr.beam``), written as ARPA files.
+
+``htr lm build`` counts the characters of a config's training transcriptions (never val or test: the LM would
+learn the held-out lines) or of any text file, and writes an interpolated Kneser-Ney model that KenLM (inside
+flashlight-text) loads. Every character is a token, the space included; it is written as ``SPACE_TOKEN`` because
+ARPA separates tokens by whitespace. A small pure-Python writer is enough at this scale (~30k characters of IAM
+lines make ~150k n-grams in a few seconds) and needs no ``lmplz`` binary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm import tqdm
+
+if TYPE_CHECKING:  # htr.beam imports this module: it must not pull in the training side (Lightning, data)
+    from htr.data.stats import BuildCLI
+
+SPACE_TOKEN = "<space>"  # the ARPA spelling of " "; longer than a character, so no alphabet can collide with it
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+FALLBACK_DISCOUNT = 0.5  # when count-of-counts cannot estimate one (tiny text), as KenLM's --discount_fallback
+
+Gram = tuple[str, ...]
+
+
+def lm_token(char: str) -> str:
+    """The ARPA token of one character."""
+    if char.isspace() and char != " ":
+        raise ValueError(f"{char!r}: ARPA tokens cannot hold whitespace other than the space")
+    return SPACE_TOKEN if char == " " else char
+
+
+def _discount(counts: Iterable[int]) -> float:
+    """Kneser-Ney's absolute discount D = n1 / (n1 + 2 n2) from how many n-grams occur once and twice."""
+    histogram = Counter(counts)
+    n1, n2 = histogram[1], histogram[2]
+    discount = n1 / (n1 + 2 * n2) if n1 and n2 else FALLBACK_DISCOUNT
+    return discount if 0 < discount < 1 else FALLBACK_DISCOUNT
+
+
+def _counts(texts: Iterable[str], order: int, progress: bool) -> list[Counter[Gram]]:
+    """Raw counts of the 1..order-grams of every line, padded with one ``<s>`` and one ``</s>``."""
+    counts: list[Counter[Gram]] = [Counter() for _ in range(order)]
+    for text in tqdm(texts, desc="counting n-grams", unit=" lines", disable=not progress, file=sys.stderr):
+        tokens = (BOS, *map(lm_token, text), EOS)
+        for end in range(1, len(tokens) + 1):
+            for k in range(1, min(order, end) + 1):
+                gram = tokens[end - k : end]
+                if gram != (BOS,):
+                    counts[k - 1][gram] += 1
+    return counts
+
+
+def kneser_ney(
+    texts: Iterable[str], order: int = 6, vocabulary: str = "", progress: bool = False
+) -> list[dict[Gram, tuple[float, float | None]]]:
+    """Interpolated Kneser-Ney estimates of a character n-gram model.
+
+    Lower orders count how many different characters precede an n-gram (its continuation count) rather than how
+    often it occurs, except for n-grams that start a line. The unigrams interpolate with a uniform distribution, so
+    characters of ``vocabulary`` absent from the text and ``<unk>`` keep a little probability.
+
+    Args:
+        texts: lines of text; each is one sentence from ``<s>`` to ``</s>``.
+        order: the longest n-gram.
+        vocabulary: characters the model must know even if the text lacks them (the recognizer's alphabet).
+        progress: show a progress bar on stderr while counting.
+
+    Returns:
+        Per order (index 0: unigrams), n-gram -> (log10 probability, log10 backoff weight or None), as ARPA
+        stores them.
+    """
+    if order < 1:
+        raise ValueError(f"order must be at least 1, got {order}")
+    raw = _counts(texts, order, progress)
+    if not raw[0]:
+        raise ValueError("no text to estimate a language model from")
+    # adjusted counts: raw at the top order and for n-grams starting a line, continuation counts below
+    adjusted = [Counter() for _ in range(order)]
+    adjusted[order - 1] = raw[order - 1]
+    for k in range(order - 1, 0, -1):  # k: index of the longer order
+        for gram in raw[k]:
+            adjusted[k - 1][gram[1:]] += 1
+        for gram, count in raw[k - 1].items():
+            if gram[0] == BOS:
+                adjusted[k - 1][gram] = count
+    vocab = {gram[0] for gram in adjusted[0]} | {lm_token(c) for c in vocabulary} | {EOS, UNK}
+    probs: list[dict[Gram, float]] = [{} for _ in range(order)]
+    backoffs: list[dict[Gram, float]] = [{} for _ in range(order)]
+    for k in range(order):
+        discount = _discount(adjusted[k].values())
+        totals: dict[Gram, int] = defaultdict(int)
+        types: dict[Gram, int] = defaultdict(int)
+        for gram, count in adjusted[k].items():
+            totals[gram[:-1]] += count
+            types[gram[:-1]] += 1
+        gammas = {context: discount * types[context] / total for context, total in totals.items()}
+        grams = adjusted[k] if k else {**dict.fromkeys(((t,) for t in vocab), 0), **adjusted[0]}
+        for gram in grams:
+            count, context = adjusted[k].get(gram, 0), gram[:-1]
+            lower = probs[k - 1][gram[1:]] if k else 1 / len(vocab)
+            probs[k][gram] = max(count - discount, 0) / totals[context] + gammas[context] * lower
+        if k:
+            backoffs[k - 1] = gammas
+    return [
+        {gram: (math.log10(p), _log10(backoffs[k].get(gram)) if k < order - 1 else None) for gram, p in level.items()}
+        | ({(BOS,): (-99.0, _log10(backoffs[0].get((BOS,), 1.0)))} if k == 0 else {})
+        for k, level in enumerate(probs)
+    ]
+
+
+def _log10(weight: float | None) -> float | None:
+    return None if weight is None else math.log10(weight)
+
+
+def write_arpa(model: list[dict[Gram, tuple[float, float | None]]], path: str | Path) -> Path:
+    """Write ``kneser_ney``'s estimates as an ARPA file; n-grams in sorted order, so the file is reproducible."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        out.write("\\data\\\n")
+        for k, level in enumerate(model, start=1):
+            out.write(f"ngram {k}={len(level)}\n")
+        for k, level in enumerate(model, start=1):
+            out.write(f"\n\\{k}-grams:\n")
+            for gram in sorted(level):
+                prob, backoff = level[gram]
+                out.write(f"{prob:.6f}\t{' '.join(gram)}" + (f"\t{backoff:.6f}\n" if backoff is not None else "\n"))
+        out.write("\n\\end\\\n")
+    return path
+
+
+def build_arpa(texts: Iterable[str], path: str | Path, order: int = 6, vocabulary: str = "") -> Path:
+    """Estimate a character ``order``-gram Kneser-Ney model of ``texts`` and write it to ``path`` (ARPA)."""
+    return write_arpa(kneser_ney(texts, order, vocabulary, progress=True), path)
+
+
+def _config_train_texts(configs: Sequence[str], overrides: Sequence[str], build_cli: BuildCLI) -> tuple[list[str], str]:
+    """The training transcriptions and the charset of the datamodule a ``htr fit --config ...`` would build."""
+    from htr.data.stats import build_datamodule
+
+    datamodule = build_datamodule(configs, overrides, build_cli)
+    return [sample.text for sample in datamodule.split_samples()["train"]], datamodule.charset
+
+
+def main(args: Sequence[str] | None, build_cli: BuildCLI) -> Path:
+    """``htr lm build``; ``build_cli`` is ``htr.cli.build_cli``, passed in as to ``htr data stats``."""
+    parser = argparse.ArgumentParser(
+        prog="htr lm build",
+        description="Write a character n-gram language model (ARPA, interpolated Kneser-Ney) for beam search: "
+        "from the training transcriptions of a config (train split only, never val/test) or from a text file "
+        "(one line per sentence). Every character is a token; the space is written as <space>.\n\n"
+        "  htr lm build --config configs/iam_lines_cpu.yaml --output lm/iam_char6.arpa\n"
+        "  htr test --config configs/iam_lines_cpu.yaml --ckpt_path BEST.ckpt \\\n"
+        "      --model.decoder htr.beam.BeamSearchDecoder --model.decoder.lm lm/iam_char6.arpa",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", action="append", help="a training config (repeat to compose, as for htr fit)")
+    source.add_argument("--text", type=Path, help="a UTF-8 text file, one sentence per line")
+    parser.add_argument("--order", type=int, default=6, help="longest n-gram, in characters (default 6)")
+    parser.add_argument("--output", "-o", type=Path, required=True, help="the ARPA file to write")
+    options, overrides = parser.parse_known_args(args)  # with --config: CLI overrides such as --data.init_args.x
+    if overrides and options.text is not None:
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+    if options.text is not None:
+        if not options.text.is_file():
+            parser.error(f"no text file at {options.text}")
+        texts, vocabulary = options.text.read_text(encoding="utf-8").splitlines(), ""
+    else:
+        texts, vocabulary = _config_train_texts(options.config, overrides, build_cli)
+    texts = [text for text in texts if text.strip()]
+    path = build_arpa(texts, options.output, options.order, vocabulary)
+    print(f"wrote {path}: {options.order}-gram over {len(texts)} lines, {sum(map(len, texts))} characters")
+    return path

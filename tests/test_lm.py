@@ -1,0 +1,87 @@
+import math
+from pathlib import Path
+
+import pytest
+from flashlight.lib.text.decoder.kenlm import KenLM
+from flashlight.lib.text.dictionary import Dictionary
+
+from htr.cli import main
+from htr.lm import SPACE_TOKEN, UNK, build_arpa, kneser_ney, lm_token
+from tests.conftest import REPO_ROOT
+
+TEXTS = ["the cat sat", "the hat", "a cat ate the rat", "that is that"]
+VOCABULARY = "acehirstx "  # "x" never occurs in TEXTS
+
+
+def _load(path: Path, chars: str) -> tuple[KenLM, list[str]]:
+    tokens = [UNK, *map(lm_token, chars)]  # index 0 maps to <unk>, as the blank does in htr.beam
+    return KenLM(str(path), Dictionary(tokens)), tokens
+
+
+def _next_char_probabilities(lm: KenLM, tokens: list[str], context: str) -> dict[str, float]:
+    """p(token | <s> context) for every token and </s>, as KenLM computes them from the ARPA file."""
+    state = lm.start(False)
+    for char in context:
+        state, _ = lm.score(state, tokens.index(lm_token(char)))
+    probs = {token: 10 ** lm.score(state, i)[1] for i, token in enumerate(tokens)}
+    probs["</s>"] = 10 ** lm.finish(state)[1]
+    return probs
+
+
+@pytest.mark.parametrize("context", ["", "th", "the c", "cat ", "xx", "zzz qq"])  # seen, unseen and unknown
+def test_kenlm_loads_a_normalised_distribution(tmp_path, context):
+    path = build_arpa(TEXTS, tmp_path / "lm.arpa", order=4, vocabulary=VOCABULARY)
+    lm, tokens = _load(path, VOCABULARY)
+    context = "".join(c for c in context if c in VOCABULARY)
+    assert math.isclose(sum(_next_char_probabilities(lm, tokens, context).values()), 1.0, rel_tol=1e-4)
+
+
+def test_context_decides_the_next_character(tmp_path):
+    lm, tokens = _load(build_arpa(TEXTS, tmp_path / "lm.arpa", order=4, vocabulary=VOCABULARY), VOCABULARY)
+    after_the = _next_char_probabilities(lm, tokens, "the ")
+    assert max(after_the, key=after_the.get) in {"c", "h", "r"}  # "the cat", "the hat", "the rat"
+    assert _next_char_probabilities(lm, tokens, "th")["e"] > _next_char_probabilities(lm, tokens, "")["e"]
+    assert 0 < after_the["x"] < after_the["c"]  # known from the vocabulary only: a little probability, not none
+
+
+def test_space_is_a_token_spelled_visibly(tmp_path):
+    text = build_arpa(["a b"], tmp_path / "lm.arpa", order=2).read_text()
+    assert f"{SPACE_TOKEN}\n" in text or f"{SPACE_TOKEN}\t" in text
+    assert f"a {SPACE_TOKEN}" in text and f"{SPACE_TOKEN} b" in text
+    with pytest.raises(ValueError, match="whitespace"):
+        kneser_ney(["a\tb"], order=2)
+
+
+def test_header_counts_match_the_sections(tmp_path):
+    model = kneser_ney(TEXTS, order=3)
+    lines = build_arpa(TEXTS, tmp_path / "lm.arpa", order=3).read_text().splitlines()
+    for k, level in enumerate(model, start=1):
+        assert f"ngram {k}={len(level)}" in lines
+        start = lines.index(f"\\{k}-grams:") + 1
+        assert len(lines[start : start + len(level) + 1]) == len(level) + 1 and lines[start + len(level)] == ""
+    highest = [line for line in lines if line.count("\t") == 2 and len(line.split("\t")[1].split()) == 3]
+    assert not highest  # the top order has no backoff weights
+
+
+def test_lm_build_command_from_a_text_file(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n\n", encoding="utf-8")
+    main(["lm", "build", "--text", str(corpus), "--order", "3", "--output", str(tmp_path / "out" / "lm.arpa")])
+    assert "3-gram over 4 lines" in capsys.readouterr().out
+    assert (tmp_path / "out" / "lm.arpa").read_text().startswith("\\data\\")
+
+
+def test_lm_build_command_reads_only_the_training_split(tmp_path, captcha_files, capsys):
+    from htr.cli import build_cli
+    from htr.data.stats import build_datamodule
+
+    overrides = ["--data.init_args.data_dir", str(captcha_files)]
+    config = str(REPO_ROOT / "configs/captcha.yaml")
+    main(["lm", "build", "--config", config, "--output", str(tmp_path / "lm.arpa"), *overrides])
+    splits = build_datamodule([config], overrides, build_cli).split_samples()
+    assert f"over {len(splits['train'])} lines" in capsys.readouterr().out
+    assert 0 < len(splits["train"]) < sum(map(len, splits.values()))
+    held_out = {sample.text for stage in ("val", "test") for sample in splits[stage]}
+    five_grams = {line.split("\t")[1].replace(" ", "") for line in (tmp_path / "lm.arpa").read_text().splitlines()
+                  if line.count(" ") == 4}  # fmt: skip
+    assert not held_out & five_grams  # no held-out label (5 characters) is in the model as a whole 5-gram
