@@ -1,0 +1,154 @@
+"""Handwriting benchmark: writer k-fold cross-validation of an IAM line config, on hands the model never saw.
+
+For each fold (``data.fold``: disjoint test writers) it trains the config through the real CLI and scores the
+best checkpoint (the one the registry would get) on the fold's test writers: CER/WER, training seconds, seconds
+per epoch, parameters, multiply-accumulate FLOPs per line (a line of the test set's median width), and lines/s
+of the traced recognizer at batch 1 and 16 (median of 5 windows). "pooled" scores every fold's test lines as one
+corpus (character and word edits over all references), since one fold of ~4 writers moves by several points.
+Prints one JSON object and writes it to --out. Run it from the repository root (the configs' data_dir is relative).
+
+    OMP_NUM_THREADS=1 python scripts/bench_handwriting.py --folds 0 1 2 [htr fit overrides: --trainer.max_epochs=60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import torch  # noqa: E402
+from lightning import Callback  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from torchmetrics.text import CharErrorRate, WordErrorRate  # noqa: E402
+
+from htr.cli import main  # noqa: E402
+from htr.inference import Recognizer  # noqa: E402
+from htr.loading import load_model  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class _EpochClock(Callback):
+    """Wall time of each training epoch."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def _lines_per_second(recognizer: Recognizer, images: list[torch.Tensor], batch: int, seconds: float = 3.0) -> float:
+    """Median lines/s of traced forward + greedy decoding over 5 windows, after a warm-up."""
+    chunk = (images * (batch // len(images) + 1))[:batch]
+    recognizer.transcribe_tensors(chunk, batch)
+    rates = []
+    for _ in range(5):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 5:
+            recognizer.transcribe_tensors(chunk, batch)
+            count += batch
+        rates.append(count / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def _flops_per_line(recognizer: Recognizer, width: int) -> int:
+    """Floating-point operations (2 per multiply-accumulate) of one forward pass over a line ``width`` px wide."""
+    image = torch.zeros(1, 1, recognizer.height, width)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        recognizer.net(image, torch.tensor([width]))
+    return counter.get_total_flops()
+
+
+def bench_fold(fold: int, config: str, extra: list[str], workdir: Path) -> tuple[dict, list[str], list[str]]:
+    """Train and score one writer fold; returns its figures and the test predictions and references."""
+    args = ["fit", "--config", config, "--data.init_args.fold", str(fold), "--trainer.enable_progress_bar", "false"]
+    args += ["--trainer.default_root_dir", str(workdir / f"fold{fold}"), "--registry.enabled", "false", *extra]
+    start = time.perf_counter()
+    cli = main(args + ["--trainer.callbacks+", "__main__._EpochClock"])
+    train_seconds = time.perf_counter() - start
+    clock = next(c for c in cli.trainer.callbacks if isinstance(c, _EpochClock))
+    best = cli.trainer.checkpoint_callback.best_model_path
+    recognizer = load_model(best)  # the checkpoint that would be registered, not the last weights
+    samples = cli.datamodule.datasets["test"].samples
+    images = [recognizer.preprocess(s.path) for s in samples]
+    predictions = [t.text for t in recognizer.transcribe_tensors(images, 16)]
+    references = [s.text for s in samples]
+    epochs = len(clock.seconds)
+    widths = sorted(image.shape[-1] for image in images)
+    result = {
+        "fold": fold,
+        "test_writers": sorted({s.writer for s in samples}),
+        "n_train": len(cli.datamodule.datasets["train"]),
+        "n_test": len(samples),
+        "test_cer": round(float(CharErrorRate()(predictions, references)), 4),
+        "test_wer": round(float(WordErrorRate()(predictions, references)), 4),
+        "best_checkpoint": Path(best).name,
+        "epochs": epochs,
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_epoch_median": round(statistics.median(clock.seconds), 2),
+        "parameters": sum(p.numel() for p in cli.model.net.parameters()),
+        "median_test_width_px": widths[len(widths) // 2],
+        "flops_per_line": _flops_per_line(recognizer, widths[len(widths) // 2]),
+        "lines_per_s": {f"b{b}": round(_lines_per_second(recognizer, images, b), 1) for b in (1, 16)},
+    }
+    return result, predictions, references
+
+
+def machine_info() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_average_at_end": os.getloadavg(),
+    }
+
+
+def main_bench() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2], help="writer folds to hold out (0-7)")
+    parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "iam_lines_cpu.yaml"))
+    parser.add_argument("--out", default="bench_handwriting.json", help="where to write the JSON too")
+    options, extra = parser.parse_known_args()  # the rest goes to `htr fit`, e.g. --trainer.max_epochs=30
+    folds, predictions, references = [], [], []
+    with tempfile.TemporaryDirectory(prefix="bench_handwriting_") as scratch:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"  # keep benchmark runs out of the store
+        for fold in options.folds:
+            result, predicted, expected = bench_fold(fold, options.config, extra, Path(scratch))
+            folds.append(result)
+            predictions += predicted
+            references += expected
+            print(json.dumps(result), file=sys.stderr, flush=True)
+    pooled = {
+        "folds": len(folds),
+        "test_lines": len(references),
+        "test_writers": sum(len(f["test_writers"]) for f in folds),
+        "cer": round(float(CharErrorRate()(predictions, references)), 4),
+        "wer": round(float(WordErrorRate()(predictions, references)), 4),
+        "cer_per_fold": [f["test_cer"] for f in folds],
+        "train_seconds_median": statistics.median(f["train_seconds"] for f in folds),
+    }
+    report = {"config": options.config, "overrides": extra, "folds": folds, "pooled": pooled, "machine": machine_info()}
+    text = json.dumps(report, indent=2)
+    Path(options.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main_bench()
