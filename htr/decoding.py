@@ -34,11 +34,13 @@ class DecodedPath(NamedTuple):
 class Decoder(ABC):
     """Maps (T, N, C) log-probabilities and (N,) valid lengths to one ``DecodedPath`` per sample.
 
-    A plain class (not a Protocol) so that the CLI can take any decoder as ``class_path``/``init_args``.
+    A plain class (not a Protocol) so that the CLI can take any decoder as ``class_path``/``init_args``. The model's
+    alphabet comes with each call rather than at construction, so a decoder that reads characters (a language
+    model, a lexicon) needs no charset in its config.
     """
 
     @abstractmethod
-    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[DecodedPath]: ...
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor, alphabet: Alphabet) -> list[DecodedPath]: ...
 
 
 class GreedyDecoder(Decoder):
@@ -48,7 +50,7 @@ class GreedyDecoder(Decoder):
     probability); a character's is its best step's probability within the run of steps that emit it.
     """
 
-    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[DecodedPath]:
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor, alphabet: Alphabet) -> list[DecodedPath]:
         steps, batch, _ = log_probs.shape
         best_log_prob, best = log_probs.detach().float().max(-1)  # (T, N) each
         valid = torch.arange(steps, device=best.device)[:, None] < lengths.to(best.device)[None, :]
@@ -92,7 +94,7 @@ def decode(
     log_probs = (logits.detach().float() / temperature).log_softmax(-1)
     return [
         Transcription(alphabet.decode(path.ids), path.confidence, tuple(path.char_confidences))
-        for path in decoder(log_probs, lengths)
+        for path in decoder(log_probs, lengths, alphabet)
     ]
 
 

@@ -1,0 +1,110 @@
+import copy
+import math
+import pickle
+
+import pytest
+import torch
+
+from htr.alphabet import Alphabet
+from htr.beam import BeamSearchDecoder
+from htr.decoding import GREEDY, decode
+from htr.lm import build_arpa
+
+ALPHABET = Alphabet(" acehrtx")
+LM_TEXTS = ["the cat", "the hat", "the rat", "a cat", "the cat ate the rat", "a hat", "the rat ate"] * 3
+
+
+def _log_probs(steps: list[dict[str, float]]) -> torch.Tensor:
+    """(T, 1, C) log-probabilities from each step's probable characters ("-" is the blank); the rest share 1%."""
+    probs = torch.full((len(steps), 1, ALPHABET.num_classes), 0.01 / ALPHABET.num_classes)
+    for t, step in enumerate(steps):
+        for char, p in step.items():
+            probs[t, 0, 0 if char == "-" else ALPHABET.encode(char)[0]] = p
+    return (probs / probs.sum(-1, keepdim=True)).log()
+
+
+def _spell(text: str, p: float = 0.9) -> list[dict[str, float]]:
+    """One confident step per character, a blank after each."""
+    return [step for char in text for step in ({char: p, "-": 1 - p}, {"-": p, char: 1 - p})]
+
+
+# "the ?at" where the optical model reads "e" a little more than "c" in the fifth character
+AMBIGUOUS = [*_spell("the "), {"e": 0.5, "c": 0.4, "-": 0.1}, {"-": 0.9}, *_spell("at")]
+
+
+@pytest.fixture(scope="module")
+def char_lm(tmp_path_factory):
+    return build_arpa(LM_TEXTS, tmp_path_factory.mktemp("lm") / "lm.arpa", order=4, vocabulary=ALPHABET.chars)
+
+
+def _texts(log_probs: torch.Tensor, decoder) -> list[str]:
+    return [t.text for t in decode(log_probs, None, ALPHABET, decoder)]
+
+
+def test_width_one_without_lm_is_greedy():
+    torch.manual_seed(0)
+    log_probs = (3 * torch.randn(40, 6, ALPHABET.num_classes)).log_softmax(-1)
+    lengths = torch.tensor([40, 33, 20, 7, 1, 0])
+    greedy = GREEDY(log_probs, lengths, ALPHABET)
+    beam = BeamSearchDecoder(beam_width=1)(log_probs, lengths, ALPHABET)
+    assert [path.ids for path in beam] == [path.ids for path in greedy]
+    assert any(len(path.ids) > 10 for path in greedy)
+    for ours, theirs in zip(beam, greedy):
+        assert ours.char_confidences == pytest.approx(theirs.char_confidences, rel=1e-5)
+        assert ours.confidence == pytest.approx(theirs.confidence, rel=1e-4)
+
+
+def test_language_model_changes_an_ambiguous_character(char_lm):
+    log_probs = _log_probs(AMBIGUOUS)
+    assert _texts(log_probs, GREEDY) == ["the eat"]
+    assert _texts(log_probs, BeamSearchDecoder(beam_width=8)) == ["the eat"]
+    assert _texts(log_probs, BeamSearchDecoder(beam_width=8, lm=char_lm, lm_weight=1.0)) == ["the cat"]
+    assert _texts(log_probs, BeamSearchDecoder(beam_width=8, lm=char_lm, lm_weight=0.01)) == ["the eat"]
+
+
+def test_confidences_are_read_off_the_chosen_alignment(char_lm):
+    steps = [*AMBIGUOUS[:10], {"a": 0.6, "-": 0.4}, {"a": 0.8, "-": 0.1}, {"-": 0.9}, {"t": 0.9}]  # "a" on 2 steps
+    [result] = decode(_log_probs(steps), None, ALPHABET, BeamSearchDecoder(beam_width=8, lm=char_lm, lm_weight=1.0))
+    probs = _log_probs(steps)[:, 0].exp()
+    assert result.text == "the cat"
+    assert result.char_confidences[4] == pytest.approx(float(probs[8, ALPHABET.encode("c")[0]]), rel=1e-5)
+    assert result.char_confidences[5] == pytest.approx(float(probs[11, ALPHABET.encode("a")[0]]), rel=1e-5)
+    best_alignment = [*"t-h-e- -c-", "a", "a", "-", "t"]
+    expected = math.prod(
+        float(probs[t, 0 if c == "-" else ALPHABET.encode(c)[0]]) for t, c in enumerate(best_alignment)
+    )
+    assert result.confidence == pytest.approx(expected, rel=1e-4)
+
+
+def test_insertion_bonus_keeps_a_character_the_lm_would_drop(char_lm):
+    steps = [*_spell("the cat"), {"-": 0.55, "e": 0.45}]  # a faint trailing "e": "the cate" is unlikely text
+    log_probs = _log_probs(steps)
+    assert _texts(log_probs, BeamSearchDecoder(beam_width=8, lm=char_lm, lm_weight=0.3)) == ["the cat"]
+    bonus = BeamSearchDecoder(beam_width=8, lm=char_lm, lm_weight=0.3, word_score=2.0)
+    assert _texts(log_probs, bonus) == ["the cate"]
+
+
+def test_lexicon_holds_letters_to_its_words(tmp_path):
+    lexicon = tmp_path / "words.txt"
+    lexicon.write_text("the\ncat\nhat\n")
+    log_probs = _log_probs([*_spell("the c"), {"x": 0.5, "a": 0.4, "-": 0.1}, {"-": 0.9}, *_spell("t")])
+    assert _texts(log_probs, GREEDY) == ["the cxt"]
+    assert _texts(log_probs, BeamSearchDecoder(beam_width=8, lexicon=lexicon)) == ["the cat"]
+
+
+def test_survives_pickling_and_copies(char_lm):
+    decoder = BeamSearchDecoder(beam_width=8, lm=char_lm, lm_weight=1.0)
+    log_probs = _log_probs(AMBIGUOUS)
+    assert _texts(log_probs, decoder) == ["the cat"]  # builds flashlight's decoder, which cannot be pickled
+    for clone in (pickle.loads(pickle.dumps(decoder)), copy.deepcopy(decoder)):
+        assert repr(clone) == repr(decoder)
+        assert _texts(log_probs, clone) == ["the cat"]
+
+
+def test_fails_loudly_on_bad_arguments(tmp_path):
+    with pytest.raises(FileNotFoundError, match="lm: no file"):
+        BeamSearchDecoder(lm=tmp_path / "missing.arpa")
+    with pytest.raises(ValueError, match="beam_width"):
+        BeamSearchDecoder(beam_width=0)
+    with pytest.raises(ValueError, match="classes"):
+        BeamSearchDecoder()(torch.zeros(3, 1, 4).log_softmax(-1), torch.tensor([3]), ALPHABET)
