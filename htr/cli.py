@@ -18,7 +18,10 @@ DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
 
   htr fit --config configs/captcha.yaml          train (validate/test/predict work the same way)
                                                  runs are tracked in MLflow; the best model is registered
-  htr transcribe --model CKPT_OR_URI IMAGES...   print path<TAB>text<TAB>confidence
+  htr transcribe --model CKPT_OR_URI IMAGES...   print path<TAB>text<TAB>confidence (--format jsonl|csv,
+                                                 --backend onnx)
+  htr export --model CKPT_OR_URI --format onnx --output model.onnx
+                                                 the network with preprocessing and charset (or torchscript)
   htr data stats --config configs/iam_lines.yaml counts, charset and histograms of a config's data
   htr lm build --config configs/iam_lines.yaml --output lm.arpa
                                                  character n-gram LM of the training texts, for beam search
@@ -85,6 +88,12 @@ def main(args: ArgsType = None) -> HTRCLI | None:
         from htr.transcribe import main as transcribe
 
         transcribe(argv[1:])
+        return None
+    if argv[:1] == ["export"]:
+        from htr.export import main as export
+        from htr.loading import load_model
+
+        export(argv[1:], load_model)
         return None
     if argv[:2] == ["lm", "build"]:
         from htr.lm import main as lm_build

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -21,6 +22,19 @@ from htr.preprocessing import Preprocessing
 ImageInput = str | Path | Image.Image | np.ndarray
 
 
+class Network(Protocol):
+    """What a ``Recognizer`` runs besides a ``CRNN``: an exported model (``htr.export.OnnxNetwork``)."""
+
+    height: int
+    time_stride: int
+
+    def __call__(self, images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+        """(T, N, C) logits of (N, 1, height, W) padded images with (N,) widths, as ``CRNN.forward``."""
+        ...
+
+    def output_lengths(self, widths: torch.Tensor) -> torch.Tensor: ...
+
+
 class Recognizer:
     """A trained CRNN ready for inference: batch norm folded, traced and frozen by TorchScript, no grad.
 
@@ -29,7 +43,7 @@ class Recognizer:
     depend on the others in its batch, so ``transcribe`` batches images of similar width together.
 
     Args:
-        net: the trained network.
+        net: the trained network, traced here; or a ``Network`` that is already compiled (ONNX), run as it is.
         charset: its characters (class id 1 is ``charset[0]``).
         preprocessing: how the model's training images were prepared; ``Preprocessing(height=net.height)``
             when None.
@@ -39,14 +53,17 @@ class Recognizer:
 
     def __init__(
         self,
-        net: CRNN,
+        net: CRNN | Network,
         charset: str,
         preprocessing: Preprocessing | None = None,
         decoder: Decoder | None = None,
         temperature: float = 1.0,
     ) -> None:
-        self.net = net.fused().eval()
-        self._forward = _frozen(self.net)
+        if isinstance(net, CRNN):
+            self.net: CRNN | Network = net.fused().eval()
+            self._forward = torch.jit.optimize_for_inference(traced(self.net))
+        else:
+            self.net = self._forward = net
         self.alphabet = Alphabet(charset)
         self.preprocessing = preprocessing or Preprocessing(height=net.height)
         self.decoder = decoder or GREEDY
@@ -98,11 +115,12 @@ class Recognizer:
         return [results[i] for i in range(len(tensors))]
 
 
-def _frozen(net: CRNN) -> torch.jit.ScriptModule:
+def traced(net: CRNN) -> torch.jit.ScriptModule:
+    """``net`` traced and frozen by TorchScript, with dynamic batch size and width (what ``htr export`` saves)."""
     example = (torch.zeros(2, 1, net.height, 8 * net.time_stride), torch.tensor([8, 5]) * net.time_stride)
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the input checks run once, at trace time
-        return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(net, example)))
+        return torch.jit.freeze(torch.jit.trace(net.eval(), example))
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Recognizer:

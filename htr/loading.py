@@ -1,29 +1,51 @@
-"""``htr.load_model``: one call for a checkpoint file or a model logged to MLflow."""
+"""``htr.load_model``: one call for a checkpoint file, an ONNX export or a model logged to MLflow."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from htr.inference import Recognizer, load_checkpoint
 
 MLFLOW_URI_SCHEMES = ("models:/", "runs:/")
+Backend = Literal["torch", "onnx"]
 
 
-def load_model(source: str | Path, device: str | torch.device = "cpu") -> Recognizer:
-    """A ``Recognizer`` from a Lightning checkpoint or a model logged to MLflow by ``htr fit``.
+def load_model(source: str | Path, device: str | torch.device = "cpu", backend: Backend | None = None) -> Recognizer:
+    """A ``Recognizer`` from a Lightning checkpoint, an ONNX export or a model logged to MLflow by ``htr fit``.
 
     Args:
-        source: a ``.ckpt`` path, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/model``
-            (looked up in ``$MLFLOW_TRACKING_URI``, else the default store; see ``htr.tracking``).
-        device: where the weights go.
+        source: a ``.ckpt`` path, an ``.onnx`` file written by ``htr export``, ``models:/NAME@ALIAS``,
+            ``models:/NAME/VERSION`` or ``runs:/RUN_ID/model`` (looked up in ``$MLFLOW_TRACKING_URI``, else the
+            default store; see ``htr.tracking``).
+        device: where the weights go (the onnx backend runs on the CPU).
+        backend: ``torch`` (a frozen TorchScript trace) or ``onnx`` (onnxruntime; a checkpoint or logged model is
+            exported in memory first, which takes a second or two). None: onnx for an ``.onnx`` file, else torch.
 
     Raises:
-        FileNotFoundError: no checkpoint at the path.
+        FileNotFoundError: no checkpoint or ONNX file at the path.
         htr.model_store.ModelNotFoundError: the URI names nothing; the message lists what exists.
+        ValueError: an unknown backend, an ``.onnx`` file with the torch backend, or onnx on another device.
     """
+    onnx_file = str(source).endswith(".onnx")
+    backend = backend or ("onnx" if onnx_file else "torch")
+    if backend not in ("torch", "onnx"):
+        raise ValueError(f"unknown backend {backend!r}; expected torch or onnx")
+    if backend == "onnx" and torch.device(device).type != "cpu":
+        raise ValueError(f"the onnx backend runs on the CPU, not {device}")
+    if onnx_file and backend == "torch":
+        raise ValueError(f"{source} is an ONNX export: load it with backend='onnx'")
+    if backend == "torch":
+        return _load_torch(source, device)
+    from htr.export import load_onnx, to_onnx  # onnxruntime takes ~0.7 s to import: only for its users
+
+    return load_onnx(source) if onnx_file else to_onnx(_load_torch(source, device))
+
+
+def _load_torch(source: str | Path, device: str | torch.device) -> Recognizer:
     if not str(source).startswith(MLFLOW_URI_SCHEMES):
         return load_checkpoint(source, device)
     from htr.model_store import download_checkpoint  # imports mlflow, which checkpoint users need not pay for

@@ -2,6 +2,9 @@
 
 The model directory holds a slim Lightning checkpoint (weights, net config, charset) and nothing else the
 recognizer needs, so the pyfunc, ``htr.load_model("models:/...")`` and the checkpoint give the same predictions.
+Beside it lies the network exported to ONNX (``htr.export``), which the pyfunc runs with onnxruntime when its model
+config says so: ``mlflow.pyfunc.load_model(uri, model_config={"backend": "onnx"})``, or for ``mlflow models serve``
+the environment variable ``MLFLOW_PYFUNC_INFERENCE_CONFIG='{"backend": "onnx"}'``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from htr.inference import Recognizer, load_checkpoint
 MODEL_ARTIFACT = "model"  # name of the logged pyfunc model inside its run
 CHECKPOINT_ARTIFACT = "checkpoint"  # key of the checkpoint in the pyfunc's ``artifacts``
 CHECKPOINT_FILE = "model.ckpt"  # its file name, under ``artifacts/`` in the model directory
+ONNX_ARTIFACT = "onnx"  # key of the ONNX export in ``artifacts``
+ONNX_FILE = "model.onnx"
+MODEL_CONFIG = {"backend": "torch"}  # logged with the model; only logged keys can be overridden at load
 IMAGE_COLUMN = "image"
 
 # ``image`` holds a file path, raw bytes or a base64 string, so its type is "any"; MLflow still checks
@@ -91,6 +97,15 @@ class HTRPythonModel(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         self.recognizer = load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])
+        backend = (context.model_config or MODEL_CONFIG)["backend"]
+        if backend == "onnx":
+            if ONNX_ARTIFACT not in context.artifacts:
+                raise MlflowException("this model version was logged without an ONNX export; use backend torch")
+            from htr.export import load_onnx  # onnxruntime, for those who ask for it
+
+            self.recognizer = load_onnx(context.artifacts[ONNX_ARTIFACT], self.recognizer.decoder)
+        elif backend != "torch":
+            raise MlflowException(f"unknown backend {backend!r}; expected torch or onnx")
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None

@@ -19,7 +19,18 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from htr.data.datamodule import TextImageDataModule
-from htr.pyfunc import CHECKPOINT_ARTIFACT, CHECKPOINT_FILE, MODEL_ARTIFACT, SIGNATURE, HTRPythonModel
+from htr.export import export_onnx
+from htr.inference import load_checkpoint
+from htr.pyfunc import (
+    CHECKPOINT_ARTIFACT,
+    CHECKPOINT_FILE,
+    MODEL_ARTIFACT,
+    MODEL_CONFIG,
+    ONNX_ARTIFACT,
+    ONNX_FILE,
+    SIGNATURE,
+    HTRPythonModel,
+)
 from htr.tracking import (
     MONITOR,
     PACKAGE_DIR,
@@ -32,7 +43,7 @@ from htr.tracking import (
 
 def _pip_requirements() -> list[str]:
     """Pinned requirements of the served model (local version tags such as ``+cpu`` are not on PyPI)."""
-    pins = ((name, package_version(name)) for name in REQUIREMENTS)
+    pins = ((name, package_version(name)) for name in (*REQUIREMENTS, "onnx", "onnxruntime"))  # onnx: its backend
     return [f"{name}=={found.split('+')[0]}" for name, found in pins if found]
 
 
@@ -98,14 +109,16 @@ def register_best(trainer: Trainer, model_name: str, alias: str = "champion") ->
     mlflow.set_tracking_uri(logger.tracking_uri)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=logger.run_id):
         checkpoint = _slim_checkpoint(callback.best_model_path, Path(tmp) / CHECKPOINT_FILE)
+        export_onnx(load_checkpoint(checkpoint), Path(tmp) / ONNX_FILE)  # for runtimes without htr, and the pyfunc
         module = trainer.lightning_module
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=HTRPythonModel(),
-            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint), ONNX_ARTIFACT: str(Path(tmp) / ONNX_FILE)},
             code_paths=[str(PACKAGE_DIR)],
             pip_requirements=_pip_requirements(),
             signature=SIGNATURE,
+            model_config=MODEL_CONFIG,
             input_example=_input_example(trainer),
             metadata={
                 "preprocessing": module.preprocessing.to_dict(),
