@@ -10,7 +10,7 @@ from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from htr import tracking
 from htr.data.datamodule import TextImageDataModule
-from htr.lit_module import HTRLitModule
+from htr.lit_module import HTRLitModule, init_charset
 from htr.models.crnn import time_stride
 from htr.registry import register_best
 
@@ -52,6 +52,7 @@ class HTRCLI(LightningCLI):
         parser.link_arguments("data.preprocessing", "model.preprocessing", apply_on="instantiate")
         parser.link_arguments("data.init_args.height", "model.net.init_args.height")
         parser.link_arguments("model.net.init_args.pools", "data.init_args.time_stride", compute_fn=time_stride)
+        parser.link_arguments("model.init_from", "data.init_args.base_charset", compute_fn=init_charset)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False has no subcommand

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -17,6 +19,7 @@ from htr.data.collate import Batch
 from htr.decoding import GREEDY, Decoder, Transcription, decode
 from htr.metrics import SequenceAccuracy
 from htr.models.crnn import CRNN
+from htr.models.transfer import load_transferred
 from htr.preprocessing import Preprocessing
 
 # Through the CLI the checkpoint keeps the net's class_path config, not the module; built in Python, the module is
@@ -45,6 +48,9 @@ class HTRLitModule(LightningModule):
             naming the step and the batch's texts. Under DDP the ranks agree, so all skip the same step.
         shortcut_weight: weight of the CTC loss of the net's shortcut head in training (``CRNN(shortcut_head=True)``;
             0.1 in Retsinas et al. 2022); nets without one ignore it.
+        init_from: start from the weights of a checkpoint path or an MLflow model URI (``models:/NAME@ALIAS``,
+            ``runs:/...``) for fine-tuning: the CLI extends the data's charset by the source's (its characters
+            first), characters new to the source get new output rows, the rest keep theirs (``load_transferred``).
     """
 
     def __init__(
@@ -57,12 +63,14 @@ class HTRLitModule(LightningModule):
         decoder: Decoder | None = None,
         nonfinite_loss: Literal["skip", "raise"] = "skip",
         shortcut_weight: float = 0.1,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(preprocessing, dict):  # as stored in a checkpoint
             preprocessing = Preprocessing.from_dict(preprocessing)
         preprocessing = preprocessing or Preprocessing(height=net.height)
-        self.save_hyperparameters(logger=False, ignore=["preprocessing"])
+        # init_from is where training started, not part of the model: a checkpoint reloads without the source
+        self.save_hyperparameters(logger=False, ignore=["preprocessing", "init_from"])
         self.hparams["preprocessing"] = preprocessing.to_dict()  # plain values: loadable with weights_only
         self.net = net
         self.alphabet = Alphabet(charset)
@@ -73,6 +81,9 @@ class HTRLitModule(LightningModule):
         if preprocessing.height != net.height:
             raise ValueError(f"preprocessing height {preprocessing.height} != the net's input height {net.height}")
         self.preprocessing = preprocessing
+        if init_from is not None:
+            source_charset, state = read_init_source(init_from)
+            load_transferred(net, charset, state, source_charset)
         self.decoder = decoder or GREEDY
         # Divides the logits before softmax; fitted on validation data after fit (htr.calibration), saved with
         # the weights so that every copy of the model reports the same confidences.
@@ -166,3 +177,23 @@ class HTRLitModule(LightningModule):
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/cer"}}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def read_init_source(source: str) -> tuple[str, dict[str, torch.Tensor]]:
+    """The charset and the network weights of a checkpoint path or an MLflow model URI (``init_from``)."""
+    from htr.loading import MLFLOW_URI_SCHEMES
+
+    if str(source).startswith(MLFLOW_URI_SCHEMES):
+        from htr.model_store import download_checkpoint  # imports mlflow: only for URIs
+
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = torch.load(download_checkpoint(source, Path(tmp)), map_location="cpu", weights_only=True)
+    else:
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    state = {name[4:]: tensor for name, tensor in checkpoint["state_dict"].items() if name.startswith("net.")}
+    return checkpoint["hyper_parameters"]["charset"], state
+
+
+def init_charset(source: str | None) -> str | None:
+    """The charset of ``init_from``'s model, which the data's charset extends (a CLI link); None without one."""
+    return None if source is None else read_init_source(source)[0]

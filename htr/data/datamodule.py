@@ -35,6 +35,8 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         height: model input height; images are resized to it keeping their aspect ratio.
         batch_size: samples per batch.
         charset: characters the model emits; derived from all labels when None.
+        base_charset: characters that come first in the derived charset, in this order, whether or not the
+            labels hold them: the charset of a model that training starts from (linked from ``model.init_from``).
         time_stride: input pixels per model time step, to reject labels too long for their image
             (linked from the model by the CLI).
         trim_margins: crop blank left/right margins before resizing (``preprocessing.trim_margins``).
@@ -56,6 +58,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         height: int = 32,
         batch_size: int = 32,
         charset: str | None = None,
+        base_charset: str | None = None,
         time_stride: int = 4,
         trim_margins: bool = False,
         deslant: bool = False,
@@ -80,6 +83,7 @@ class TextImageDataModule(L.LightningDataModule, ABC):
         self.pin_memory = pin_memory
         self.seed = seed
         self._charset = charset
+        self.base_charset = base_charset or ""
         self.datasets: dict[str, TextImageDataset] = {}
 
     @abstractmethod
@@ -102,10 +106,11 @@ class TextImageDataModule(L.LightningDataModule, ABC):
 
     @property
     def charset(self) -> str:
-        """The model's characters: as configured, else every character of every label."""
+        """The model's characters: as configured, else ``base_charset`` and every other character of the labels."""
         if self._charset is None:
             texts = (s.text for samples in self._splits.values() for s in samples if is_utf8(s.text))
-            self._charset = Alphabet.from_texts(texts).chars
+            found = Alphabet.from_texts(texts).chars
+            self._charset = self.base_charset + "".join(c for c in found if c not in self.base_charset)
         return self._charset
 
     @property
