@@ -1,14 +1,20 @@
-"""``htr transcribe``: print path<TAB>text<TAB>confidence for image files or folders."""
+"""``htr transcribe``: the text of image files or folders, as tab-separated text, JSON Lines or CSV."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, TextIO
 
 from htr.data.images import IMAGE_SUFFIXES, BadImageError
+from htr.decoding import Transcription
 from htr.loading import load_model
+
+OutputFormat = Literal["text", "jsonl", "csv"]
 
 
 def _image_files(paths: Sequence[str]) -> list[Path]:
@@ -22,24 +28,63 @@ def _image_files(paths: Sequence[str]) -> list[Path]:
     return files
 
 
+class TranscriptionWriter:
+    """Writes one record per image as soon as it is transcribed.
+
+    ``text``: ``path<TAB>text<TAB>confidence``; ``jsonl``: one JSON object per line with ``path``, ``text``,
+    ``confidence`` and ``chars``, a list of ``{"char", "confidence"}``; ``csv``: a ``path,text,confidence`` header,
+    then quoted rows (texts may hold commas and quotes).
+    """
+
+    def __init__(self, format: OutputFormat, stream: TextIO) -> None:
+        self.format = format
+        self.stream = stream
+        self._csv = csv.writer(stream, lineterminator="\n")
+        if format == "csv":
+            self._csv.writerow(["path", "text", "confidence"])
+
+    def write(self, path: Path, result: Transcription) -> None:
+        if self.format == "jsonl":
+            chars = [{"char": c, "confidence": p} for c, p in zip(result.text, result.char_confidences)]
+            record = {"path": str(path), "text": result.text, "confidence": result.confidence, "chars": chars}
+            self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        elif self.format == "csv":
+            self._csv.writerow([str(path), result.text, result.confidence])
+        else:
+            self.stream.write(f"{path}\t{result.text}\t{result.confidence:.4f}\n")
+        self.stream.flush()
+
+
 def main(args: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="htr transcribe",
-        description="Transcribe images with a trained model; prints path<TAB>text<TAB>confidence per image.",
+        description="Transcribe images with a trained model; prints path<TAB>text<TAB>confidence per image, or "
+        "JSON Lines with per-character confidences, or CSV (--format).",
     )
     parser.add_argument("images", nargs="+", help="image files (.png/.jpg) or folders of them")
     parser.add_argument(
         "--model",
         required=True,
-        help="a checkpoint (.ckpt) written by `htr fit`, or a logged model: models:/htr-captcha@champion, "
-        "models:/htr-captcha/3, runs:/RUN_ID/model (store: $MLFLOW_TRACKING_URI, else the default store)",
+        help="a checkpoint (.ckpt) written by `htr fit`, an .onnx file written by `htr export`, or a logged model: "
+        "models:/htr-captcha@champion, models:/htr-captcha/3, runs:/RUN_ID/model (store: $MLFLOW_TRACKING_URI, "
+        "else the default store)",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument(
+        "--format", choices=["text", "jsonl", "csv"], default="text",
+        help="text: path<TAB>text<TAB>confidence; jsonl: {path, text, confidence, chars: [{char, confidence}]} "
+        "per line; csv: path,text,confidence with a header (default text)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--backend", choices=["torch", "onnx"], default=None,
+        help="torch (TorchScript) or onnx (onnxruntime); default: onnx for an .onnx model, else torch",
+    )  # fmt: skip
     options = parser.parse_args(args)
     try:
-        recognizer = load_model(options.model)
-    except (FileNotFoundError, LookupError) as error:  # LookupError: htr.model_store.ModelNotFoundError
+        recognizer = load_model(options.model, backend=options.backend)
+    except (FileNotFoundError, LookupError, ValueError) as error:  # LookupError: htr.model_store.ModelNotFoundError
         parser.error(str(error))
+    writer = TranscriptionWriter(options.format, sys.stdout)
     files = _image_files(options.images)
     if not files:
         parser.error(f"no .png/.jpg images in {options.images}")
@@ -56,6 +101,6 @@ def main(args: Sequence[str] | None = None) -> None:
                 failed += 1
         if tensors:
             for path, result in zip(readable, recognizer.transcribe_tensors(tensors)):
-                print(f"{path}\t{result.text}\t{result.confidence:.4f}", flush=True)
+                writer.write(path, result)
     if failed:
         sys.exit(f"htr transcribe: {failed} of {len(files)} image(s) could not be read")
