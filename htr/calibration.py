@@ -79,7 +79,8 @@ def ctc_nll(batches: Iterable[LogitBatch], temperature: float) -> float:
     """Mean CTC negative log-likelihood per line of the true texts at ``temperature``."""
     total, count = 0.0, 0
     for b in batches:
-        log_probs = (b.logits / temperature).log_softmax(-1)
+        # float64: near T -> 0 the NLL of a well-read set shrinks below float32's resolution and would look flat
+        log_probs = (b.logits.double() / temperature).log_softmax(-1)
         # zero_infinity: a text the image is too short for would make the sum infinite at every temperature
         loss = F.ctc_loss(log_probs, b.targets, b.lengths, b.target_lengths, reduction="sum", zero_infinity=True)
         total, count = total + float(loss), count + len(b.texts)
@@ -94,14 +95,15 @@ def fit_temperature(
     """The temperature in ``bounds`` that minimises ``ctc_nll``: golden-section search on log T.
 
     A bounded search rather than gradient steps: on a validation set the model reads without error the
-    likelihood keeps rising as T falls to 0, and the answer must stay finite.
+    likelihood keeps rising as T falls, until it is 1 to machine precision. Ties go to the larger temperature, so
+    the answer is then the mildest T at which that happens, not a measurement (``TemperatureCalibration`` warns).
     """
     low, high = math.log(bounds[0]), math.log(bounds[1])
     ratio = (math.sqrt(5) - 1) / 2
     a, b = high - ratio * (high - low), low + ratio * (high - low)
     loss_a, loss_b = ctc_nll(batches, math.exp(a)), ctc_nll(batches, math.exp(b))
     while high - low > tolerance:
-        if loss_a <= loss_b:
+        if loss_a < loss_b:
             high, b, loss_b = b, a, loss_a
             a = high - ratio * (high - low)
             loss_a = ctc_nll(batches, math.exp(a))
@@ -323,6 +325,12 @@ class TemperatureCalibration(Callback):
         batches = collect_logits(module.net, loader, device)
         self.calibration = calibrate(batches, module.alphabet, self.bounds)
         write_temperature(best, self.calibration.temperature)
+        if self.calibration.before.line_correct.all():
+            rank_zero_warn(
+                f"all {len(self.calibration.before.line_correct)} validation lines are read correctly, so the "
+                f"likelihood only rewards sharper confidences: temperature {self.calibration.temperature:.3g} is "
+                f"where it stops changing (search bounds {self.bounds}), not a measured calibration"
+            )
         metrics = self.calibration.metrics("val", self.bins)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
