@@ -15,6 +15,7 @@ output keeps its meaning and a beam of width 1 without a language model returns 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from htr.decoding import DecodedPath, Decoder
 from htr.lm import lm_token
 
 BLANK_TOKEN = "<blank>"  # the LM never sees it; flashlight's dictionary needs a name for every class
+FILE_ARGUMENTS = ("lm", "lexicon")  # init arguments that name files
 
 
 class BeamSearchDecoder(Decoder):
@@ -73,9 +75,6 @@ class BeamSearchDecoder(Decoder):
     ) -> None:
         if beam_width < 1:
             raise ValueError(f"beam_width must be at least 1, got {beam_width}")
-        for name, path in (("lm", lm), ("lexicon", lexicon)):
-            if path is not None and not Path(path).is_file():
-                raise FileNotFoundError(f"{name}: no file at {path}")
         self.beam_width = beam_width
         self.lm = None if lm is None else str(lm)
         self.lm_weight = lm_weight
@@ -92,7 +91,22 @@ class BeamSearchDecoder(Decoder):
             self._built = alphabet, self._build(alphabet)
         return self._built[1]
 
+    def files(self) -> dict[str, str]:
+        """The files this decoder reads, by argument name (``lm``, ``lexicon``): what travels with a logged model."""
+        return {name: path for name in FILE_ARGUMENTS if (path := getattr(self, name)) is not None}
+
+    def with_files(self, files: Mapping[str, str]) -> BeamSearchDecoder:
+        """A copy that reads its files from ``files`` (argument name -> path), e.g. a logged model's artifacts."""
+        return BeamSearchDecoder(
+            **{**self.__getstate__(), **{name: files[name] for name in self.files() if name in files}}
+        )
+
     def _build(self, alphabet: Alphabet) -> LexiconDecoder | LexiconFreeDecoder:
+        # The files are opened here, not in __init__, so that a checkpoint naming them loads anywhere and a logged
+        # model can point the decoder at its own copies (``with_files``) before the first decode.
+        for name, path in self.files().items():
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"BeamSearchDecoder {name}: no file at {path}")
         tokens = [BLANK_TOKEN, *map(lm_token, alphabet.chars)]
         language_model: LM = ZeroLM() if self.lm is None else KenLM(self.lm, Dictionary(tokens))
         num_classes = alphabet.num_classes

@@ -18,6 +18,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from htr.beam import BeamSearchDecoder
 from htr.data.datamodule import TextImageDataModule
 from htr.export import export_onnx
 from htr.inference import load_checkpoint
@@ -111,10 +112,16 @@ def register_best(trainer: Trainer, model_name: str, alias: str = "champion") ->
         checkpoint = _slim_checkpoint(callback.best_model_path, Path(tmp) / CHECKPOINT_FILE)
         export_onnx(load_checkpoint(checkpoint), Path(tmp) / ONNX_FILE)  # for runtimes without htr, and the pyfunc
         module = trainer.lightning_module
+        # a beam search decoder's LM and lexicon travel as artifacts; the pyfunc points the decoder at them
+        decoder_files = module.decoder.files() if isinstance(module.decoder, BeamSearchDecoder) else {}
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=HTRPythonModel(),
-            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint), ONNX_ARTIFACT: str(Path(tmp) / ONNX_FILE)},
+            artifacts={
+                CHECKPOINT_ARTIFACT: str(checkpoint),
+                ONNX_ARTIFACT: str(Path(tmp) / ONNX_FILE),
+                **decoder_files,
+            },
             code_paths=[str(PACKAGE_DIR)],
             pip_requirements=_pip_requirements(),
             signature=SIGNATURE,

@@ -1,6 +1,7 @@
 import copy
 import math
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,6 +93,18 @@ def test_lexicon_holds_letters_to_its_words(tmp_path):
     assert _texts(log_probs, BeamSearchDecoder(beam_width=8, lexicon=lexicon)) == ["the cat"]
 
 
+def test_reads_its_files_from_where_a_logged_model_put_them(char_lm, tmp_path):
+    moved = tmp_path / "model" / "artifacts" / "lm.arpa"
+    moved.parent.mkdir(parents=True)
+    moved.write_bytes(char_lm.read_bytes())
+    decoder = BeamSearchDecoder(beam_width=8, lm=tmp_path / "gone.arpa", lm_weight=1.0)
+    assert decoder.files() == {"lm": str(tmp_path / "gone.arpa")}
+    relocated = decoder.with_files({"lm": str(moved), "checkpoint": "other artifacts are ignored"})
+    assert relocated.files() == {"lm": str(moved)} and relocated.lm_weight == 1.0
+    assert _texts(_log_probs(AMBIGUOUS), relocated) == ["the cat"]
+    assert BeamSearchDecoder().files() == {}
+
+
 def test_survives_pickling_and_copies(char_lm):
     decoder = BeamSearchDecoder(beam_width=8, lm=char_lm, lm_weight=1.0)
     log_probs = _log_probs(AMBIGUOUS)
@@ -103,8 +116,49 @@ def test_survives_pickling_and_copies(char_lm):
 
 def test_fails_loudly_on_bad_arguments(tmp_path):
     with pytest.raises(FileNotFoundError, match="lm: no file"):
-        BeamSearchDecoder(lm=tmp_path / "missing.arpa")
+        _texts(_log_probs(AMBIGUOUS), BeamSearchDecoder(lm=tmp_path / "missing.arpa"))
     with pytest.raises(ValueError, match="beam_width"):
         BeamSearchDecoder(beam_width=0)
     with pytest.raises(ValueError, match="classes"):
         BeamSearchDecoder()(torch.zeros(3, 1, 4).log_softmax(-1), torch.tensor([3]), ALPHABET)
+
+
+@pytest.mark.slow
+def test_decoder_and_lm_are_configured_tracked_and_registered(captcha_files, tmp_path, _mlflow_store):
+    """``htr fit --model.decoder htr.beam.BeamSearchDecoder --model.decoder.lm LM``: the checkpoint reloads the
+    decoder, MLflow has its arguments, and the registered model carries the LM, so it serves without the original."""
+    import mlflow
+    import pandas as pd
+
+    from htr.cli import main
+    from htr.lit_module import HTRLitModule
+    from tests.conftest import REPO_ROOT
+
+    data = ["--config", str(REPO_ROOT / "configs/captcha.yaml"), "--data.data_dir", str(captcha_files)]
+    lm = tmp_path / "train.arpa"
+    main(["lm", "build", *data[:2], "--order", "3", "--output", str(lm), *data[2:]])
+    store = f"sqlite:///{_mlflow_store}/mlflow.db"
+    decoder = ["--model.decoder", "htr.beam.BeamSearchDecoder", "--model.decoder.lm", str(lm)]
+    tiny = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+            "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false"]  # fmt: skip
+    cli = main(["fit", *data, *decoder, *tiny, "--trainer.max_epochs", "1", "--trainer.default_root_dir",
+                str(tmp_path / "fit"), "--trainer.logger.init_args.tracking_uri", store,
+                "--trainer.logger.init_args.experiment_name", "beam", "--registry.model_name", "htr-beam"])  # fmt: skip
+    best = cli.trainer.checkpoint_callback.best_model_path
+    reloaded = HTRLitModule.load_from_checkpoint(best).decoder
+    assert isinstance(reloaded, BeamSearchDecoder) and reloaded.files() == {"lm": str(lm)}
+    run = mlflow.MlflowClient(store).get_run(cli.trainer.logger.run_id)
+    assert run.data.params["model.decoder.init_args.lm"] == str(lm)
+    assert run.data.params["model.decoder.class_path"] == "htr.beam.BeamSearchDecoder"
+
+    tested = main(["test", *data, *decoder, *tiny, "--ckpt_path", best, "--trainer.logger", "false"])
+    assert isinstance(tested.model.decoder, BeamSearchDecoder) and "test/cer" in tested.trainer.callback_metrics
+
+    lm.rename(tmp_path / "moved.arpa")  # the registered model must not need the training machine's file
+    mlflow.set_tracking_uri(store)
+    served = mlflow.pyfunc.load_model("models:/htr-beam/1")
+    decoder_in_model = served.unwrap_python_model().recognizer.decoder
+    assert isinstance(decoder_in_model, BeamSearchDecoder) and Path(decoder_in_model.lm).is_file()
+    image = next(captcha_files.glob("*.png"))
+    assert served.predict(pd.DataFrame({"image": [str(image)]}))["confidence"].between(0, 1).all()
