@@ -23,6 +23,8 @@ DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
   htr export --model CKPT_OR_URI --format onnx --output model.onnx
                                                  the network with preprocessing and charset (or torchscript)
   htr data stats --config configs/iam_lines.yaml counts, charset and histograms of a config's data
+  htr synth --text TEXTS.txt --out DIR --count N
+                                                 handwriting-font lines (PNG + .gt.txt) for pretraining
   htr lm build --config configs/iam_lines.yaml --output lm.arpa
                                                  character n-gram LM of the training texts, for beam search
 """
@@ -100,6 +102,11 @@ def main(args: ArgsType = None) -> HTRCLI | None:
         from htr.lm import main as lm_build
 
         lm_build(argv[2:], build_cli)
+        return None
+    if argv[:1] == ["synth"]:
+        from htr.synth import main as synth
+
+        synth(argv[1:])
         return None
     if argv[:2] == ["data", "stats"]:
         from htr.data.stats import main as data_stats

@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from torchmetrics.text import CharErrorRate, WordErrorRate  # noqa: E402
 
 from htr.cli import main  # noqa: E402
+from htr.data.dataset import TextImageDataset  # noqa: E402
 from htr.inference import Recognizer  # noqa: E402
 from htr.loading import load_model  # noqa: E402
 
@@ -62,6 +63,19 @@ def _lines_per_second(recognizer: Recognizer, images: list[torch.Tensor], batch:
             count += batch
         rates.append(count / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+def _augmentation_ms_per_line(dataset: TextImageDataset, repeats: int = 3) -> float | None:
+    """Median milliseconds the train augmentation takes per cached line (None when augmentation is off)."""
+    if dataset.augment is None:
+        return None
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for image in dataset.images:
+            dataset.augment(image=image)
+        times.append((time.perf_counter() - start) / len(dataset.images) * 1000)
+    return statistics.median(times)
 
 
 def _flops_per_line(recognizer: Recognizer, width: int) -> int:
@@ -99,12 +113,17 @@ def bench_fold(fold: int, config: str, extra: list[str], workdir: Path) -> tuple
         "epochs": epochs,
         "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch_median": round(statistics.median(clock.seconds), 2),
+        "augmentation_ms_per_line": _round(_augmentation_ms_per_line(cli.datamodule.datasets["train"]), 2),
         "parameters": sum(p.numel() for p in cli.model.net.parameters()),
         "median_test_width_px": widths[len(widths) // 2],
         "flops_per_line": _flops_per_line(recognizer, widths[len(widths) // 2]),
         "lines_per_s": {f"b{b}": round(_lines_per_second(recognizer, images, b), 1) for b in (1, 16)},
     }
     return result, predictions, references
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def machine_info() -> dict:

@@ -1,0 +1,183 @@
+"""``htr synth``: rendered text lines in handwriting-style fonts, for pretraining before a few real lines.
+
+Texts follow the word statistics of a given text file (e.g. the training transcriptions: words drawn by their
+frequency, line lengths drawn from its lines). Each line is rendered word by word in one font (jittered baseline,
+size and spacing, dark ink on light paper; fonts without true lowercase write it in capitals) and distorted like
+the training augmentation (``transforms.handwriting_augmentation``). Output is the ``.gt.txt`` folder layout that
+``htr.data.lines.LineFolderDataModule`` reads, named ``f<font>_l<index>.png``: a split by document is by font.
+
+    apt-get install -y fonts-dkg-handwriting fonts-breip fonts-bwht fonts-femkeklaver fonts-humor-sans \\
+        fonts-rufscript fonts-dancingscript fonts-ecolier-court fonts-comic-neue
+    htr synth --text train_texts.txt --out data/synth --count 20000 [--seed 0] [--font F.ttf ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from fontTools.ttLib import TTFont
+from PIL import Image, ImageDraw, ImageFont
+
+from htr.data.transforms import handwriting_augmentation
+
+FONT_ROOT = Path("/usr/share/fonts")
+# Folders of the Debian handwriting-style font packages (fonts-dkg-handwriting is "fifthhorseman").
+HANDWRITING_FONT_DIRS = (
+    "fifthhorseman", "breip", "bwht", "femkeklaver", "humor-sans", "rufscript", "dancingscript", "ecolier-court",
+    "comic-neue",
+)  # fmt: skip
+FONT_SUFFIXES = (".ttf", ".otf")
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Word frequencies and line lengths (in characters) of a text corpus.
+
+    Attributes:
+        words: distinct words.
+        weights: probability of each word.
+        lengths: the corpus's line lengths, drawn from for each synthetic line.
+    """
+
+    words: tuple[str, ...]
+    weights: np.ndarray
+    lengths: tuple[int, ...]
+
+    @classmethod
+    def from_lines(cls, lines: Sequence[str]) -> TextSource:
+        counts = Counter(word for line in lines for word in line.split())
+        if not counts:
+            raise ValueError("the text source holds no words")
+        words = tuple(sorted(counts))
+        weights = np.array([counts[w] for w in words], float)
+        return cls(words, weights / weights.sum(), tuple(len(line.strip()) for line in lines if line.strip()))
+
+    def line(self, rng: np.random.Generator, covered: frozenset[str] | None = None) -> str:
+        """Words drawn by frequency until the line is as long as a drawn corpus line; only ``covered`` characters."""
+        target = self.lengths[rng.integers(len(self.lengths))]
+        words: list[str] = []
+        while len(" ".join(words)) < target:
+            word = self.words[rng.choice(len(self.words), p=self.weights)]
+            if covered is None or set(word) <= covered:
+                words.append(word)
+        return " ".join(words)
+
+
+def handwriting_fonts(root: Path = FONT_ROOT) -> list[Path]:
+    """The installed fonts of the Debian handwriting-style packages, sorted; fails with the install command."""
+    fonts = sorted(
+        path
+        for folder in HANDWRITING_FONT_DIRS
+        for found in root.glob(f"**/{folder}")
+        for path in found.iterdir()
+        if path.suffix.lower() in FONT_SUFFIXES
+    )
+    if not fonts:
+        raise FileNotFoundError(
+            f"no handwriting fonts under {root}: apt-get install -y "
+            + " ".join(f"fonts-{name}" for name in ("dkg-handwriting", *HANDWRITING_FONT_DIRS[1:]))
+            + ", or pass --font FILE"
+        )
+    return fonts
+
+
+@cache
+def covered_characters(font: Path) -> frozenset[str]:
+    """Characters the font has a glyph for (others would render as a box that the label does not hold)."""
+    with TTFont(font, lazy=True) as tt:
+        return frozenset(chr(code) for code in tt.getBestCmap())
+
+
+@cache
+def has_lowercase(font: Path) -> bool:
+    """Whether the font's lowercase letters are smaller than its capitals (caps and small-caps fonts draw "a" as
+    "A": their lines are labelled in capitals instead)."""
+    face = ImageFont.truetype(str(font), 100)
+
+    def height(text: str) -> int:
+        box = face.getbbox(text)
+        return box[3] - box[1]
+
+    return all(height(lower) < 0.85 * height(lower.upper()) for lower in "xaern")
+
+
+def render_line(text: str, font: Path, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) uint8 image of ``text`` in ``font``: words with jittered baseline and spacing, cropped to the ink."""
+    size = int(rng.integers(28, 45))
+    face = ImageFont.truetype(str(font), size)
+    space = face.getlength(" ")
+    words = text.split(" ")
+    width = int(face.getlength(text) + space * len(words) + 4 * size)
+    canvas = Image.new("L", (width, 3 * size), 255)
+    draw = ImageDraw.Draw(canvas)
+    ink = int(rng.integers(0, 70))
+    x = size
+    for word in words:
+        y = size + rng.normal(0, size * 0.04)  # baseline wander
+        draw.text((x, y), word, font=face, fill=ink)
+        x += face.getlength(word) + space * rng.uniform(0.8, 1.6)
+    image = np.asarray(canvas)
+    rows, columns = np.nonzero(image < 255 - 40)
+    if len(rows) == 0:
+        raise ValueError(f"{font.name} rendered no ink for {text!r}")
+    margin = size // 2  # room for the distortion's rotation, which moves the ends of a long line up or down
+    image = image[
+        max(rows.min() - margin, 0) : rows.max() + margin + 1,
+        max(columns.min() - margin, 0) : columns.max() + margin + 1,
+    ]
+    paper = int(rng.integers(215, 256))  # paper tone: map 255 -> paper, keep the ink
+    return (ink + (image.astype(np.float32) - ink) * (paper - ink) / (255 - ink)).astype(np.uint8)
+
+
+def synth_lines(
+    source: TextSource, fonts: Sequence[Path], count: int, seed: int = 0, distort: bool = True
+) -> Iterator[tuple[int, np.ndarray, str]]:
+    """(font index, image, text) of ``count`` lines; line i depends only on ``seed`` and i, not on ``count``."""
+    augment = handwriting_augmentation(seed) if distort else None
+    for index in range(count):
+        rng = np.random.default_rng([seed, index])
+        font_index = int(rng.integers(len(fonts)))
+        text = source.line(rng, covered_characters(fonts[font_index]))
+        if not has_lowercase(fonts[font_index]):
+            text = text.upper()
+        image = render_line(text, fonts[font_index], rng)
+        if augment is not None:
+            augment.set_random_seed(int(rng.integers(2**31)))
+            image = augment(image=image)["image"]
+        yield font_index, image, text
+
+
+def write_lines(lines: Iterator[tuple[int, np.ndarray, str]], out: Path) -> int:
+    """Write each line as ``f<font>_l<index>.png`` + ``.gt.txt`` in ``out``; returns the number written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for index, (font_index, image, text) in enumerate(lines):
+        stem = out / f"f{font_index:02d}_l{index:06d}"
+        cv2.imwrite(str(stem.with_suffix(".png")), image)
+        stem.with_suffix(".gt.txt").write_text(text + "\n", encoding="utf-8")
+        written += 1
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="htr synth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--text", type=Path, required=True, help="text file, one line per line: word statistics")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write PNG + .gt.txt pairs into")
+    parser.add_argument("--count", type=int, default=10000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--font", type=Path, action="append", help="font file (repeatable); default: handwriting fonts")
+    parser.add_argument("--no-distort", dest="distort", action="store_false", help="skip the augmentation")
+    options = parser.parse_args(argv)
+    source = TextSource.from_lines(options.text.read_text(encoding="utf-8").splitlines())
+    fonts = options.font or handwriting_fonts()
+    written = write_lines(synth_lines(source, fonts, options.count, options.seed, options.distort), options.out)
+    print(f"{written} lines in {len(fonts)} fonts written to {options.out}")
