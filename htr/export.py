@@ -74,8 +74,9 @@ def export_onnx(recognizer: Recognizer, target: str | Path | BinaryIO) -> None:
         # The LSTMs start from zero states, so any batch size works (tests/test_export.py checks 1 to 64).
         warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size other than 1")
         torch.onnx.export(
-            net, example, graph, dynamo=False, opset_version=OPSET, input_names=INPUT_NAMES,
-            output_names=[OUTPUT_NAME], dynamic_axes=DYNAMIC_AXES,
+            net, example, graph,  # type: ignore[arg-type]  # the legacy exporter writes to a stream too
+            dynamo=False, opset_version=OPSET, input_names=INPUT_NAMES, output_names=[OUTPUT_NAME],
+            dynamic_axes=DYNAMIC_AXES,
         )  # fmt: skip
     model = onnx.load_from_string(graph.getvalue())
     onnx.helper.set_model_props(model, metadata(recognizer))
@@ -181,7 +182,7 @@ def main(args: Sequence[str] | None, load_model: Callable[..., Recognizer]) -> N
     options = parser.parse_args(args)
     try:
         recognizer = load_model(options.model, backend="torch")
-    except (FileNotFoundError, LookupError) as error:  # LookupError: htr.model_store.ModelNotFoundError
+    except (FileNotFoundError, LookupError, ValueError) as error:  # LookupError: htr.model_store.ModelNotFoundError
         parser.error(str(error))
     options.output.parent.mkdir(parents=True, exist_ok=True)
     export(recognizer, options.output, options.format)

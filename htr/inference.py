@@ -61,7 +61,7 @@ class Recognizer:
     ) -> None:
         if isinstance(net, CRNN):
             self.net: CRNN | Network = net.fused().eval()
-            self._forward = torch.jit.optimize_for_inference(traced(self.net))
+            self._forward: Network | torch.jit.ScriptModule = torch.jit.optimize_for_inference(traced(self.net))
         else:
             self.net = self._forward = net
         self.alphabet = Alphabet(charset)

@@ -164,3 +164,24 @@ def test_pyfunc_runs_the_onnx_file_when_configured(
         found = model.predict(frame)
         assert found["text"].tolist() == expected["text"].tolist()
         assert found["confidence"].tolist() == pytest.approx(expected["confidence"].tolist(), rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_registered_model_logs_the_onnx_file_and_serves_it(captcha_files: Path, tmp_path: Path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    main([
+        "fit", "--config", str(REPO_ROOT / "configs/captcha.yaml"), "--data.init_args.data_dir", str(captcha_files),
+        "--model.net.init_args.channels", "[8, 16, 16, 16]", "--model.net.init_args.rnn_hidden", "16",
+        "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.tracking_uri", store,
+        "--trainer.logger.init_args.experiment_name", "onnx", "--registry.model_name", "htr-onnx",
+    ])  # fmt: skip
+    uri = "models:/htr-onnx/1"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=store))
+    assert (local / "artifacts" / "model.onnx").stat().st_size > 0
+    frame = pd.DataFrame({"image": [str(p) for p in sorted(captcha_files.glob("*.png"))[:4]]})
+    mlflow.set_tracking_uri(store)
+    expected = mlflow.pyfunc.load_model(uri).predict(frame)
+    served = mlflow.pyfunc.load_model(uri, model_config={"backend": "onnx"})
+    assert isinstance(served.unwrap_python_model().recognizer.net, OnnxNetwork)
+    assert served.predict(frame)["text"].tolist() == expected["text"].tolist()
