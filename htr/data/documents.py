@@ -61,15 +61,19 @@ def split_documents(
     seed: int,
     val_documents: Sequence[str] | None = None,
     test_documents: Sequence[str] | None = None,
+    fold: int = 0,
 ) -> dict[str, list[DocumentSample]]:
     """Deal whole documents to train, val and test.
 
-    Documents named in ``val_documents``/``test_documents`` go there. The others are shuffled by ``seed`` and each
+    Documents named in ``val_documents``/``test_documents`` go there. Without a test list, test is fold ``fold``
+    of ``document_folds`` (k = 1 / test fraction folds with disjoint documents: k-fold cross-validation by
+    document; fewer with fewer documents, none with one). The other documents are shuffled by ``seed`` and each
     goes to the stage that lacks the most lines for its share, so that even three documents make three stages;
-    with a list for test, say, the other documents split train:val as ``fractions[0]:fractions[1]``.
+    train:val is ``fractions[0]:fractions[1]``.
 
     Raises:
-        ValueError: a listed document has no lines here, one is listed twice, or nothing is left for train.
+        ValueError: a listed document has no lines here, one is listed twice, ``fold`` is out of range (or set
+            beside a test list), or nothing is left for train.
     """
     by_document: dict[str, list[DocumentSample]] = {}
     for sample in samples:
@@ -82,6 +86,17 @@ def split_documents(
     twice = sorted(set(listed["val"]) & set(listed["test"]))
     if twice:
         raise ValueError(f"document(s) listed for both val and test: {twice}")
+    if fold and listed["test"]:
+        raise ValueError(f"fold {fold} picks the test documents; it cannot be combined with test_documents")
+    if not listed["test"] and fractions[2] > 0:
+        candidates = {d: len(v) for d, v in by_document.items() if d not in listed["val"]}
+        # a lone document goes to train, not to a test fold
+        folds = document_folds(candidates, round(1 / fractions[2]) if len(candidates) > 1 else 0, seed)
+        if not 0 <= fold < max(len(folds), 1):
+            raise ValueError(f"fold {fold} is out of range: {len(candidates)} documents make {len(folds)} test folds")
+        listed["test"] = folds[fold] if folds else []
+    elif fold:
+        raise ValueError(f"fold {fold} needs a test fraction above 0, got split {fractions}")
 
     splits: dict[str, list[DocumentSample]] = {stage: [] for stage in STAGES}
     for stage, documents in listed.items():
@@ -101,6 +116,24 @@ def split_documents(
     return splits
 
 
+def document_folds(lines: dict[str, int], k: int, seed: int) -> list[list[str]]:
+    """Documents dealt into at most ``k`` folds of about equal line counts (``lines``: document -> its lines).
+
+    In an order shuffled by ``seed``, each document joins the fold with the fewest lines so far, so every document
+    is in exactly one fold and the folds' test sets are disjoint. Fewer documents than ``k`` make fewer folds.
+    """
+    if not lines or k < 1:
+        return []
+    documents = sorted(lines)
+    folds: list[list[str]] = [[] for _ in range(min(k, len(documents)))]
+    counts = [0] * len(folds)
+    for i in np.random.default_rng(seed).permutation(len(documents)):
+        smallest = counts.index(min(counts))
+        folds[smallest].append(documents[i])
+        counts[smallest] += lines[documents[i]]
+    return folds
+
+
 class DocumentDataModule(TextImageDataModule):
     """Base for line data from documents: cleans the texts, splits by document, reports rare characters.
 
@@ -110,6 +143,8 @@ class DocumentDataModule(TextImageDataModule):
         split: train/val/test fractions of the lines, dealt as whole documents (seeded by ``seed``).
         val_documents: document ids for val (then the other documents make train and test).
         test_documents: document ids for test, e.g. a held-out set that must not move between runs.
+        fold: which of the ``round(1 / split[2])`` document folds is test (cross-validation by document: each
+            document is tested in exactly one fold); 0 without a test list.
         page_suffix: regex removed from the end of a file stem to give its document id.
         normalization: Unicode form of every text: ``NFC`` (composed, e.g. ``é`` as one character) or ``NFD``.
         char_map: replacements applied to every text after normalization, e.g. ``{"ſ": "s", "’": "'"}``.
@@ -123,6 +158,7 @@ class DocumentDataModule(TextImageDataModule):
         split: tuple[float, float, float] = (0.8, 0.1, 0.1),
         val_documents: list[str] | None = None,
         test_documents: list[str] | None = None,
+        fold: int = 0,
         page_suffix: str = PAGE_SUFFIX,
         normalization: Normalization = "NFC",
         char_map: dict[str, str] | None = None,
@@ -136,6 +172,7 @@ class DocumentDataModule(TextImageDataModule):
         self.split = split
         self.val_documents = val_documents
         self.test_documents = test_documents
+        self.fold = fold
         self.page_suffix = page_suffix
         self.normalization = normalization
         self.char_map = char_map
@@ -160,7 +197,7 @@ class DocumentDataModule(TextImageDataModule):
                 self.counts["no_text"] += 1
         if self.counts:
             log.warning("dropped lines: %s", dict(self.counts))
-        splits = split_documents(samples, self.split, self.seed, self.val_documents, self.test_documents)
+        splits = split_documents(samples, self.split, self.seed, self.val_documents, self.test_documents, self.fold)
         log.info(
             "documents per stage %s, lines per stage %s",
             {stage: len({s.document for s in v}) for stage, v in splits.items()},
