@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from htr.data.images import IMAGE_SUFFIXES, BadImageError
-from htr.decoding import Transcription
+from htr.decoding import GREEDY, Transcription
 from htr.loading import load_model
-from htr.transcribe_pages import is_page_source, transcribe_xml_files
 
 OutputFormat = Literal["text", "jsonl", "csv"]
 
@@ -62,10 +61,7 @@ def main(args: Sequence[str] | None = None) -> None:
         description="Transcribe images with a trained model; prints path<TAB>text<TAB>confidence per image, or "
         "JSON Lines with per-character confidences, or CSV (--format).",
     )
-    parser.add_argument(
-        "images", nargs="+", help="image files (.png/.jpg) or folders of them; or ALTO/PAGE XML pages (or folders)"
-    )
-    parser.add_argument("--output", help="folder for copies of XML pages with the recognised text in every line")
+    parser.add_argument("images", nargs="+", help="image files (.png/.jpg) or folders of them")
     parser.add_argument(
         "--model",
         required=True,
@@ -83,17 +79,27 @@ def main(args: Sequence[str] | None = None) -> None:
         "--backend", choices=["torch", "onnx"], default=None,
         help="torch (TorchScript) or onnx (onnxruntime); default: onnx for an .onnx model, else torch",
     )  # fmt: skip
+    parser.add_argument(
+        "--decoder", choices=["greedy", "beam"], default=None,
+        help="greedy, or beam search (htr.beam) with --beam-width and --lm; default: the model's own (--lm: beam)",
+    )  # fmt: skip
+    parser.add_argument("--beam-width", type=int, default=10, help="beam search hypotheses per step (default 10)")
+    parser.add_argument("--lm", type=Path, help="a character n-gram ARPA file (`htr lm build`) for beam search")
+    parser.add_argument("--lm-weight", type=float, default=0.5, help="weight of --lm against the model (default 0.5)")
     options = parser.parse_args(args)
+    if options.lm is not None and not options.lm.is_file():
+        parser.error(f"--lm: no file at {options.lm}")
     try:
         recognizer = load_model(options.model, backend=options.backend)
     except (FileNotFoundError, LookupError, ValueError) as error:  # LookupError: htr.model_store.ModelNotFoundError
         parser.error(str(error))
+    if options.decoder == "beam" or options.lm is not None:
+        from htr.beam import BeamSearchDecoder  # flashlight-text, only when asked for
+
+        recognizer.decoder = BeamSearchDecoder(options.beam_width, options.lm, options.lm_weight)
+    elif options.decoder == "greedy":
+        recognizer.decoder = GREEDY
     writer = TranscriptionWriter(options.format, sys.stdout)
-    if any(map(is_page_source, options.images)):  # lines cut from their pages; records named <xml>#<line id>
-        failed = transcribe_xml_files(recognizer, options.images, options.output, writer, options.batch_size)
-        if failed:
-            sys.exit(f"htr transcribe: {failed} page(s) or line(s) could not be transcribed")
-        return
     files = _image_files(options.images)
     if not files:
         parser.error(f"no .png/.jpg images in {options.images}")

@@ -124,7 +124,7 @@ def test_fails_loudly_on_bad_arguments(tmp_path):
 
 
 @pytest.mark.slow
-def test_decoder_and_lm_are_configured_tracked_and_registered(captcha_files, tmp_path, _mlflow_store):
+def test_decoder_and_lm_are_configured_tracked_and_registered(captcha_files, tmp_path, _mlflow_store, capsys):
     """``htr fit --model.decoder htr.beam.BeamSearchDecoder --model.decoder.lm LM``: the checkpoint reloads the
     decoder, MLflow has its arguments, and the registered model carries the LM, so it serves without the original."""
     import mlflow
@@ -162,3 +162,8 @@ def test_decoder_and_lm_are_configured_tracked_and_registered(captcha_files, tmp
     assert isinstance(decoder_in_model, BeamSearchDecoder) and Path(decoder_in_model.lm).is_file()
     image = next(captcha_files.glob("*.png"))
     assert served.predict(pd.DataFrame({"image": [str(image)]}))["confidence"].between(0, 1).all()
+
+    capsys.readouterr()
+    main(["transcribe", "--model", best, str(image), "--lm", str(tmp_path / "moved.arpa"), "--beam-width", "3"])
+    path, text, confidence = capsys.readouterr().out.strip().split("\t")
+    assert path == str(image) and 0 <= float(confidence) <= 1
