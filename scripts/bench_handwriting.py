@@ -79,11 +79,21 @@ def _augmentation_ms_per_line(dataset: TextImageDataset, repeats: int = 3) -> fl
 
 
 def _flops_per_line(recognizer: Recognizer, width: int) -> int:
-    """Floating-point operations (2 per multiply-accumulate) of one forward pass over a line ``width`` px wide."""
+    """Floating-point operations (2 per multiply-accumulate) of one forward pass over a line ``width`` px wide.
+
+    torch's FlopCounterMode counts convolutions and matrix products but not the fused LSTM kernel, so each
+    LSTM's gate products are added: 2 x 4 gates x hidden x (input + hidden) per time step.
+    """
     image = torch.zeros(1, 1, recognizer.height, width)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         recognizer.net(image, torch.tensor([width]))
-    return counter.get_total_flops()
+    steps = int(recognizer.net.output_lengths(torch.tensor([width]))[0])
+    lstm = sum(
+        2 * 4 * m.hidden_size * (m.input_size + m.hidden_size) * steps * m.num_layers
+        for m in recognizer.net.modules()
+        if isinstance(m, torch.nn.LSTM)
+    )
+    return counter.get_total_flops() + lstm
 
 
 def bench_fold(fold: int, config: str, extra: list[str], workdir: Path) -> tuple[dict, list[str], list[str]]:
