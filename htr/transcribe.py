@@ -13,6 +13,7 @@ from typing import Literal, TextIO
 from htr.data.images import IMAGE_SUFFIXES, BadImageError
 from htr.decoding import GREEDY, Transcription
 from htr.loading import load_model
+from htr.transcribe_pages import is_page_source, transcribe_xml_files
 
 OutputFormat = Literal["text", "jsonl", "csv"]
 
@@ -61,7 +62,10 @@ def main(args: Sequence[str] | None = None) -> None:
         description="Transcribe images with a trained model; prints path<TAB>text<TAB>confidence per image, or "
         "JSON Lines with per-character confidences, or CSV (--format).",
     )
-    parser.add_argument("images", nargs="+", help="image files (.png/.jpg) or folders of them")
+    parser.add_argument(
+        "images", nargs="+", help="image files (.png/.jpg) or folders of them; or ALTO/PAGE XML pages (or folders)"
+    )
+    parser.add_argument("--output", help="folder for copies of XML pages with the recognised text in every line")
     parser.add_argument(
         "--model",
         required=True,
@@ -100,6 +104,11 @@ def main(args: Sequence[str] | None = None) -> None:
     elif options.decoder == "greedy":
         recognizer.decoder = GREEDY
     writer = TranscriptionWriter(options.format, sys.stdout)
+    if any(map(is_page_source, options.images)):  # lines cut from their pages; records named <xml>#<line id>
+        failed = transcribe_xml_files(recognizer, options.images, options.output, writer, options.batch_size)
+        if failed:
+            sys.exit(f"htr transcribe: {failed} page(s) or line(s) could not be transcribed")
+        return
     files = _image_files(options.images)
     if not files:
         parser.error(f"no .png/.jpg images in {options.images}")
