@@ -1,10 +1,23 @@
-"""Checkpoint selection that prefers the newer of two equally good checkpoints."""
+"""Checkpoints that are safe to write, read and resume: atomic saves, weights-only loads, schedules that fit.
+
+Also the checkpoint selection that prefers the newer of two equally good checkpoints.
+"""
 
 from __future__ import annotations
 
+import os
+import pickle
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import torch
 from lightning import Trainer
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
 
 class NewestBestCheckpoint(ModelCheckpoint):
@@ -22,3 +35,136 @@ class NewestBestCheckpoint(ModelCheckpoint):
             return False
         tie = bool(current == self.best_k_models[self.kth_best_model_path])
         return trainer.strategy.reduce_boolean_decision(tie)  # every rank must agree, as in the parent
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable htr checkpoint (truncated, not a checkpoint, or holding code), with the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+class ResumeError(ValueError):
+    """A checkpoint that cannot be resumed with the current configuration, and what to change."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint loaded with ``weights_only=True``: tensors and plain values, never code.
+
+    ``htr fit`` writes only such values (the net is saved as its class_path config), so any checkpoint that
+    needs more is not ours, and unpickling it could run whatever it holds.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: truncated, empty, not a PyTorch file, holding Python objects, or not from Lightning.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        if found is None:
+            raise CheckpointError(path, "truncated or not a checkpoint (it does not unpickle)") from None
+        raise CheckpointError(
+            path, f"refused: it holds Python objects ({found[1]}), not only weights; load checkpoints of `htr fit`"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - torch.load fails with OSError, KeyError, EOFError, RuntimeError...
+        raise CheckpointError(
+            path, f"truncated or not a checkpoint ({type(error).__name__}: {str(error).split('. ')[0]})"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(path, "a PyTorch file but not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def intact_checkpoints(folder: Path, exclude: Path | None = None) -> list[Path]:
+    """The checkpoints in ``folder`` that load, furthest trained first (what to offer when one is corrupt)."""
+    intact: list[tuple[int, float, Path]] = []
+    for path in folder.glob("*.ckpt"):
+        if path != exclude:
+            try:
+                step = int(read_checkpoint(path).get("global_step", 0))
+            except CheckpointError:
+                continue
+            intact.append((step, path.stat().st_mtime, path))
+    return [path for *_, path in sorted(intact, key=lambda found: found[:2], reverse=True)]
+
+
+def checked_checkpoint(path: str | Path, fall_back: bool = False) -> Path:
+    """``path`` if it loads; else the newest intact checkpoint beside it (``fall_back``, with a warning) or an
+    error that names the file and offers those beside it.
+
+    Raises:
+        CheckpointError: ``path`` is corrupt and no fallback was asked for or none is intact.
+    """
+    path = Path(path)
+    try:
+        read_checkpoint(path)
+        return path
+    except CheckpointError as error:
+        intact = intact_checkpoints(path.parent, exclude=path)
+        if fall_back and intact:
+            rank_zero_warn(f"{error}; resuming from {intact[0]}, the furthest-trained intact checkpoint beside it")
+            return intact[0]
+        offer = f"; intact beside it: {', '.join(p.name for p in intact)} (pass one as --ckpt_path)" if intact else ""
+        raise CheckpointError(path, error.reason + offer) from None
+
+
+def rebuild_schedules(saved_states: Sequence[dict[str, Any]], schedulers: Sequence[LRScheduler]) -> None:
+    """Make a resumed fit follow its own length: rewrite the saved OneCycleLR states for the new total of steps.
+
+    OneCycleLR fixes ``total_steps`` when built and saves it, so a resume with more epochs would restore the old
+    total and fail with "Tried to step N times". The saved position (``last_epoch``) is kept and the phases are
+    those of the scheduler built for this run, so the rest of the cycle is stretched (or shrunk) to fit.
+
+    Args:
+        saved_states: the checkpoint's ``lr_schedulers``, rewritten in place before Lightning loads them.
+        schedulers: the schedulers built for this run, in the same order.
+
+    Raises:
+        ResumeError: the checkpoint is already past the end of the new schedule.
+    """
+    for saved, scheduler in zip(saved_states, schedulers):
+        if not isinstance(scheduler, OneCycleLR) or saved.get("total_steps") in (None, scheduler.total_steps):
+            continue
+        done = int(saved.get("last_epoch", 0))
+        if done >= scheduler.total_steps:
+            raise ResumeError(
+                f"the checkpoint has taken {done} of its {saved['total_steps']} scheduled steps, but this run "
+                f"schedules only {scheduler.total_steps}: raise --trainer.max_epochs or start a new fit"
+            )
+        rank_zero_warn(
+            f"resuming a {saved['total_steps']}-step OneCycleLR schedule as a {scheduler.total_steps}-step one "
+            f"at step {done}: the rest of the cycle is rescaled to the new length"
+        )
+        position = {key: saved[key] for key in ("last_epoch", "_step_count") if key in saved}
+        saved.update(scheduler.state_dict() | position)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint beside its target, syncs it to disk and renames it over the target.
+
+    A kill or a full disk mid-write leaves the previous ``last.ckpt`` whole. (Lightning's own save goes through a
+    temporary file in ``/tmp`` and then ``shutil.move``, which is a copy, not a rename, across file systems.)
+    Remote paths (``s3://``...) keep Lightning's save.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            with partial.open("wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return None

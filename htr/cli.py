@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Sequence
 
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from htr import tracking
+from htr.checkpoint import CheckpointError, ResumeError
 from htr.data.datamodule import TextImageDataModule
+from htr.data.dataset import BadSamplesError
+from htr.data.download import DatasetUnavailableError
+from htr.data.images import BadImageError
 from htr.lit_module import HTRLitModule, init_charset
+from htr.model_store import ModelNotFoundError
 from htr.models.crnn import time_stride
 from htr.registry import register_best
 
@@ -28,6 +35,11 @@ DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
   htr lm build --config configs/iam_lines.yaml --output lm.arpa
                                                  character n-gram LM of the training texts, for beam search
 """
+
+
+# Failures a user causes and can fix; each message names the file, folder or server and what to do.
+EXPECTED_ERRORS = (BadImageError, BadSamplesError, DatasetUnavailableError, CheckpointError, ResumeError,
+                   tracking.TrackingServerUnreachableError, ModelNotFoundError)  # fmt: skip
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
@@ -56,6 +68,11 @@ class HTRCLI(LightningCLI):
         parser.link_arguments("model.net.init_args.pools", "data.init_args.time_stride", compute_fn=time_stride)
         parser.link_arguments("model.init_from", "data.init_args.base_charset", compute_fn=init_charset)
 
+    def parse_arguments(self, parser, args: ArgsType) -> None:  # noqa: ANN001 - LightningArgumentParser
+        super().parse_arguments(parser, args)
+        if self.config.get("subcommand"):  # before Lightning reads the checkpoint's hyperparameters
+            tracking.prepare_ckpt_path(self.config[self.config.subcommand])
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False has no subcommand
         tracking.prepare_logger_config(config, self.subcommand or "fit")
@@ -77,7 +94,10 @@ def build_cli(args: ArgsType = None, run: bool = True) -> HTRCLI:
         subclass_mode_data=True,
         auto_configure_optimizers=False,
         save_config_callback=tracking.MLflowRunCallback,
-        trainer_defaults={"logger": {"class_path": "htr.tracking.MLFlowLogger"}},
+        trainer_defaults={
+            "logger": {"class_path": "htr.tracking.MLFlowLogger"},
+            "plugins": {"class_path": "htr.checkpoint.AtomicCheckpointIO"},  # a kill never truncates last.ckpt
+        },
         parser_kwargs={"description": DESCRIPTION, "formatter_class": _HelpFormatter},
         args=args,
         run=run,
@@ -116,9 +136,23 @@ def main(args: ArgsType = None) -> HTRCLI | None:
     return build_cli(args)
 
 
-def run() -> None:
-    """The ``htr`` console script: ``sys.exit(main())`` would print the returned CLI and exit with status 1."""
-    main()
+def run(args: Sequence[str] | None = None) -> None:
+    """The ``htr`` console script: an expected failure prints one ``htr: error: ...`` line (what, where, what to
+    do) and exits with status 1; its traceback only with ``--verbose`` or ``HTR_DEBUG=1``.
+
+    (``sys.exit(main())`` would print the returned CLI and exit with status 1.)
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    verbose = "--verbose" in argv or os.environ.get("HTR_DEBUG") == "1"
+    argv = [arg for arg in argv if arg != "--verbose"]
+    if args is None:
+        sys.argv[1:] = argv  # LightningCLI warns when given args while sys.argv holds some
+    try:
+        main(None if args is None else argv)
+    except EXPECTED_ERRORS as error:
+        if verbose:
+            raise
+        sys.exit(f"htr: error: {error}")
 
 
 if __name__ == "__main__":

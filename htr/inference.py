@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from htr.alphabet import Alphabet
+from htr.checkpoint import read_checkpoint
 from htr.data.collate import pad_images
 from htr.data.images import load_gray
 from htr.decoding import GREEDY, Decoder, Transcription, decode
@@ -128,8 +129,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Rec
 
     Raises:
         FileNotFoundError: no checkpoint at the path.
+        htr.checkpoint.CheckpointError: truncated, not a checkpoint, or holding Python objects (never unpickled).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return Recognizer.from_lit_module(HTRLitModule.load_from_checkpoint(path, map_location=device))
+    read_checkpoint(path)  # names the file if it is bad, before Lightning reads it
+    module = HTRLitModule.load_from_checkpoint(path, map_location=device, weights_only=True)
+    return Recognizer.from_lit_module(module)

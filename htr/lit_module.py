@@ -15,6 +15,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from htr.alphabet import Alphabet
+from htr.checkpoint import rebuild_schedules
 from htr.data.collate import Batch
 from htr.decoding import GREEDY, Decoder, Transcription, decode
 from htr.metrics import SequenceAccuracy
@@ -92,6 +93,7 @@ class HTRLitModule(LightningModule):
         self.shortcut_weight = shortcut_weight
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self._resumed_schedules: list[dict] = []  # scheduler states of the checkpoint a fit resumes from
         self.ctc_loss = nn.CTCLoss(blank=0, zero_infinity=True)
         metrics = MetricCollection({"cer": CharErrorRate(), "wer": WordErrorRate(), "acc": SequenceAccuracy()})
         self.val_metrics = metrics.clone(prefix="val/")
@@ -166,6 +168,10 @@ class HTRLitModule(LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> list[Transcription]:
         return self.transcribe(batch.images, batch.widths)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning loads these into the schedulers after configure_optimizers, which fits them to this run
+        self._resumed_schedules = checkpoint.get("lr_schedulers", [])
+
     def configure_optimizers(self):  # noqa: ANN201 - Lightning accepts several return shapes
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
@@ -174,6 +180,7 @@ class HTRLitModule(LightningModule):
         if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None:
             run_length["total_steps"] = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer, **run_length)
+        rebuild_schedules(self._resumed_schedules, [scheduler])  # a resume with another max_epochs
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/cer"}}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

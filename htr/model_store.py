@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from htr.pyfunc import CHECKPOINT_FILE
-from htr.tracking import resolve_tracking_uri
+from htr.tracking import check_reachable, resolve_tracking_uri, sqlite_path
 
 
 class ModelNotFoundError(LookupError):
@@ -49,10 +49,18 @@ def download_checkpoint(uri: str, target: Path, tracking_uri: str | None = None)
         tracking_uri: the store; ``resolve_tracking_uri()`` when None.
 
     Raises:
-        ModelNotFoundError: nothing has that name, alias or version (the message lists what exists), or the
-            run or model holds no htr checkpoint.
+        ModelNotFoundError: nothing has that name, alias or version (the message lists what exists), the
+            run or model holds no htr checkpoint, or there is no store.
+        htr.tracking.TrackingServerUnreachableError: the tracking server does not answer.
     """
     tracking_uri = resolve_tracking_uri(tracking_uri)
+    check_reachable(tracking_uri)  # seconds, not MLflow's minutes of retries against a dead server
+    database = sqlite_path(tracking_uri)
+    if database is not None and not database.is_file():  # MLflow would create an empty store and find nothing
+        raise ModelNotFoundError(
+            f"no MLflow store at {database} to look {uri} up in: train with `htr fit` first, or point "
+            "MLFLOW_TRACKING_URI at the store that holds it"
+        )
     _check_model_uri(MlflowClient(tracking_uri, registry_uri=tracking_uri), uri)
     checkpoint_uri = f"{uri.rstrip('/')}/artifacts/{CHECKPOINT_FILE}"
     try:

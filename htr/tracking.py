@@ -21,7 +21,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse import Namespace
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -30,6 +29,7 @@ from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from mlflow.entities import Metric, Param, RunTag
 
+from htr.checkpoint import checked_checkpoint, read_checkpoint
 from htr.data.datamodule import TextImageDataModule
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -165,6 +165,8 @@ class MLFlowLogger(LightningMLFlowLogger):
         self.tracking_uri = uri
         self.experiment_name = experiment_name
         self._pending: list[Metric] = []
+        self._continues_run = run_id is not None  # an earlier command's run: resumed fit, test of its checkpoint
+        self._logged_metrics = False
         self._trained_since_checkpoint = True  # nothing is covered by a checkpoint yet
 
     @rank_zero_only
@@ -172,6 +174,7 @@ class MLFlowLogger(LightningMLFlowLogger):
         timestamp = int(time.time() * 1000)
         entries = [Metric(key, float(value), timestamp, step or 0) for key, value in metrics.items()]
         self._pending += entries
+        self._logged_metrics = True
         if not self._trained_since_checkpoint:  # computed from the state the last checkpoint holds
             self._flush()
 
@@ -186,6 +189,8 @@ class MLFlowLogger(LightningMLFlowLogger):
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
+        if status != "success" and self._continues_run and not self._logged_metrics:
+            return  # a later command failed before it did anything: the earlier run keeps its status (FINISHED)
         self._flush()
         super().finalize(status)
 
@@ -207,10 +212,14 @@ def readable_run_name(subcommand: str, data_class_path: str) -> str:
 
 
 def checkpoint_run(ckpt_path: str | Path) -> tuple[str, str] | None:
-    """(tracking URI, run id) of the run that wrote a checkpoint, when ``MLflowRunCallback`` stamped it."""
+    """(tracking URI, run id) of the run that wrote a checkpoint, when ``MLflowRunCallback`` stamped it.
+
+    Raises:
+        htr.checkpoint.CheckpointError: the file is not a checkpoint that loads with ``weights_only=True``.
+    """
     if not Path(ckpt_path).is_file():
         return None
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(ckpt_path)
     stamp = checkpoint.get("mlflow") or {}
     return (stamp["tracking_uri"], stamp["run_id"]) if stamp.get("run_id") else None
 
@@ -232,13 +241,36 @@ def last_checkpoint(config: Namespace) -> Path | None:
     return max(found, key=lambda path: path.stat().st_mtime, default=None)
 
 
+def prepare_ckpt_path(config: Namespace) -> None:
+    """Check ``--ckpt_path`` before Lightning reads it, and make ``last`` the newest last checkpoint of the
+    config's folders (Lightning would look only in the folder of the new run, which is empty).
+
+    A corrupt ``last`` falls back to the newest intact checkpoint beside it, with a warning; a corrupt explicit path
+    is an error that names it and offers the intact ones. Lightning then loads it with ``weights_only=True``
+    (unless ``--weights_only false`` is given).
+
+    Raises:
+        FileNotFoundError: no file at ``--ckpt_path``.
+        htr.checkpoint.CheckpointError: ``--ckpt_path`` names a file that is not a usable checkpoint.
+    """
+    ckpt_path = config.get("ckpt_path")
+    if ckpt_path == "last":
+        found = last_checkpoint(config)
+        config.ckpt_path = str(checked_checkpoint(found, fall_back=True)) if found else "last"
+    elif ckpt_path and ckpt_path not in ("best", "hpc", "registry") and "://" not in str(ckpt_path):
+        config.ckpt_path = str(checked_checkpoint(ckpt_path))
+    if "weights_only" in config and config.weights_only is None:
+        config.weights_only = True
+
+
 def prepare_logger_config(config: Namespace, subcommand: str) -> None:
     """Before the CLI builds the logger: check the server (a clean error now, not one wrapped by the parser),
     continue the run of ``--ckpt_path`` (so ``htr test`` metrics land beside the training's, and a resumed fit in
-    its own run), else give the new run a readable name. ``--ckpt_path last`` becomes the newest last checkpoint
-    of the config's folders: Lightning would look only in the folder of the new run, which is empty."""
-    if config.get("ckpt_path") == "last":
-        config.ckpt_path = str(last_checkpoint(config) or "last")
+    its own run), else give the new run a readable name.
+
+    Raises:
+        TrackingServerUnreachableError: the tracking server does not answer.
+    """
     logger = config.get("trainer", {}).get("logger")
     if not isinstance(logger, Namespace) or logger.get("class_path") != f"{__name__}.{MLFlowLogger.__name__}":
         return

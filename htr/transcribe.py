@@ -56,6 +56,13 @@ class TranscriptionWriter:
         self.stream.flush()
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def main(args: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="htr transcribe",
@@ -73,7 +80,7 @@ def main(args: Sequence[str] | None = None) -> None:
         "models:/htr-captcha@champion, models:/htr-captcha/3, runs:/RUN_ID/model (store: $MLFLOW_TRACKING_URI, "
         "else the default store)",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument("--batch-size", type=_positive, default=32, help="images per forward pass (default 32)")
     parser.add_argument(
         "--format", choices=["text", "jsonl", "csv"], default="text",
         help="text: path<TAB>text<TAB>confidence; jsonl: {path, text, confidence, chars: [{char, confidence}]} "
@@ -91,6 +98,8 @@ def main(args: Sequence[str] | None = None) -> None:
     parser.add_argument("--lm", type=Path, help="a character n-gram ARPA file (`htr lm build`) for beam search")
     parser.add_argument("--lm-weight", type=float, default=0.5, help="weight of --lm against the model (default 0.5)")
     options = parser.parse_args(args)
+    if hasattr(sys.stdout, "reconfigure"):  # a file name that is not UTF-8 is written back as the bytes it has
+        sys.stdout.reconfigure(errors="surrogateescape")
     if options.lm is not None and not options.lm.is_file():
         parser.error(f"--lm: no file at {options.lm}")
     try:
