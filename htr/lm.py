@@ -82,7 +82,7 @@ def kneser_ney(
     if not raw[0]:
         raise ValueError("no text to estimate a language model from")
     # adjusted counts: raw at the top order and for n-grams starting a line, continuation counts below
-    adjusted = [Counter() for _ in range(order)]
+    adjusted: list[Counter[Gram]] = [Counter() for _ in range(order)]
     adjusted[order - 1] = raw[order - 1]
     for k in range(order - 1, 0, -1):  # k: index of the longer order
         for gram in raw[k]:
@@ -101,7 +101,7 @@ def kneser_ney(
             totals[gram[:-1]] += count
             types[gram[:-1]] += 1
         gammas = {context: discount * types[context] / total for context, total in totals.items()}
-        grams = adjusted[k] if k else {**dict.fromkeys(((t,) for t in vocab), 0), **adjusted[0]}
+        grams: Iterable[Gram] = adjusted[k] if k else [(token,) for token in vocab]  # unigrams: all of the vocabulary
         for gram in grams:
             count, context = adjusted[k].get(gram, 0), gram[:-1]
             lower = probs[k - 1][gram[1:]] if k else 1 / len(vocab)
