@@ -38,7 +38,8 @@ from htr.lit_module import HTRLitModule
 from htr.models.crnn import CRNN
 
 BINS = 15  # equal-width confidence bins of the ECE (Guo et al. use 15)
-TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search range; a val set without errors pushes T to the lower bound
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search range
+NLL_RESOLUTION = 1e-12  # NLLs per line closer than this are a tie (float64 rounding of a near-zero sum is ~1e-15)
 
 
 class LogitBatch(NamedTuple):
@@ -95,15 +96,16 @@ def fit_temperature(
     """The temperature in ``bounds`` that minimises ``ctc_nll``: golden-section search on log T.
 
     A bounded search rather than gradient steps: on a validation set the model reads without error the
-    likelihood keeps rising as T falls, until it is 1 to machine precision. Ties go to the larger temperature, so
-    the answer is then the mildest T at which that happens, not a measurement (``TemperatureCalibration`` warns).
+    likelihood keeps rising as T falls, until it is 1 to machine precision. Ties (``NLL_RESOLUTION``) go to the
+    larger T, so the answer is then the mildest T at which that happens, not a measurement
+    (``TemperatureCalibration`` warns).
     """
     low, high = math.log(bounds[0]), math.log(bounds[1])
     ratio = (math.sqrt(5) - 1) / 2
     a, b = high - ratio * (high - low), low + ratio * (high - low)
     loss_a, loss_b = ctc_nll(batches, math.exp(a)), ctc_nll(batches, math.exp(b))
     while high - low > tolerance:
-        if loss_a < loss_b:
+        if loss_a < loss_b - NLL_RESOLUTION:
             high, b, loss_b = b, a, loss_a
             a = high - ratio * (high - low)
             loss_a = ctc_nll(batches, math.exp(a))

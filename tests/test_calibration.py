@@ -96,7 +96,7 @@ def test_temperature_fitted_on_held_out_data_lowers_ece_on_other_data():
 def test_error_free_set_is_sharpened_until_its_likelihood_is_one():
     perfect = _overconfident(seed=3, error_rate=0.0, margin=6.0)  # noise never outweighs the margin
     temperature = fit_temperature(perfect)
-    assert temperature < 0.5 and ctc_nll(perfect, temperature) < 1e-12
+    assert temperature < 0.5 and ctc_nll(perfect, temperature) < 1e-10  # 0.085 at T = 1
 
 
 def test_reliability_diagram_draws_both_levels(tmp_path: Path):
