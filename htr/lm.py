@@ -153,12 +153,15 @@ def main(args: Sequence[str] | None, build_cli: BuildCLI) -> Path:
     """``htr lm build``; ``build_cli`` is ``htr.cli.build_cli``, passed in as to ``htr data stats``."""
     parser = argparse.ArgumentParser(
         prog="htr lm build",
-        description="Write a character n-gram language model (ARPA, interpolated Kneser-Ney) for beam search: "
-        "from the training transcriptions of a config (train split only, never val/test) or from a text file "
-        "(one line per sentence). Every character is a token; the space is written as <space>.\n\n"
-        "  htr lm build --config configs/iam_lines_cpu.yaml --output lm/iam_char6.arpa\n"
-        "  htr test --config configs/iam_lines_cpu.yaml --ckpt_path BEST.ckpt \\\n"
-        "      --model.decoder htr.beam.BeamSearchDecoder --model.decoder.lm lm/iam_char6.arpa",
+        description="""Write a character n-gram language model (ARPA, interpolated Kneser-Ney) for beam search,
+from the training transcriptions of a config (train split only, never val/test) or from a UTF-8 text file (one
+sentence per line). Every character is a token; the space is written <space>. Further arguments after --config
+override the config as for htr fit (e.g. --data.init_args.data_dir DIR).
+
+  htr lm build --config configs/iam_lines_cpu.yaml --output lm/iam_char6.arpa
+  htr test --config configs/iam_lines_cpu.yaml --ckpt_path BEST.ckpt \\
+      --model.decoder htr.beam.BeamSearchDecoder --model.decoder.lm lm/iam_char6.arpa
+  htr transcribe --model BEST.ckpt --lm lm/iam_char6.arpa --beam-width 10 LINES/""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
