@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--lexicon", type=Path, help="also score beam + LM + this lexicon (one word per line)")
     parser.add_argument("--beam-width", type=int, default=10)
     parser.add_argument("--lm-weights", type=float, nargs="+", default=[0.2, 0.4, 0.7, 1.0])
-    parser.add_argument("--word-scores", type=float, nargs="+", default=[0.0, 1.0, 2.0])
+    parser.add_argument("--word-scores", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0])
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the test lines per decoder")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     options, overrides = parser.parse_known_args()
