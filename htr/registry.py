@@ -6,6 +6,7 @@ its ``val/cer`` beats the current champion's on the same validation data.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from htr.beam import BeamSearchDecoder
+from htr.checkpoint import read_checkpoint
 from htr.data.datamodule import TextImageDataModule
 from htr.export import export_onnx
 from htr.inference import load_checkpoint
@@ -30,7 +32,6 @@ from htr.pyfunc import (
     ONNX_ARTIFACT,
     ONNX_FILE,
     SIGNATURE,
-    HTRPythonModel,
 )
 from htr.tracking import (
     MONITOR,
@@ -50,10 +51,15 @@ def _pip_requirements() -> list[str]:
 
 def _slim_checkpoint(source: str | Path, target: Path) -> Path:
     """Copy of a Lightning checkpoint without optimizer and loop state: what inference needs, a third the size."""
-    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(source)
     keep = ("state_dict", "hyper_parameters", "hparams_name", "pytorch-lightning_version", "epoch", "global_step")
     torch.save({key: checkpoint[key] for key in keep if key in checkpoint}, target)
     return target
+
+
+def _package_sources(target: Path) -> Path:
+    """A copy of the ``htr`` package without ``__pycache__``: the code a logged model runs, and nothing else."""
+    return Path(shutil.copytree(PACKAGE_DIR, target / PACKAGE_DIR.name, ignore=shutil.ignore_patterns("__pycache__")))
 
 
 def _input_example(trainer: Trainer) -> Any:
@@ -116,13 +122,13 @@ def register_best(trainer: Trainer, model_name: str, alias: str = "champion") ->
         decoder_files = module.decoder.files() if isinstance(module.decoder, BeamSearchDecoder) else {}
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
-            python_model=HTRPythonModel(),
+            python_model=str(PACKAGE_DIR / "pyfunc_model.py"),  # models from code: nothing of ours is pickled
             artifacts={
                 CHECKPOINT_ARTIFACT: str(checkpoint),
                 ONNX_ARTIFACT: str(Path(tmp) / ONNX_FILE),
                 **decoder_files,
             },
-            code_paths=[str(PACKAGE_DIR)],
+            code_paths=[str(_package_sources(Path(tmp) / "code"))],
             pip_requirements=_pip_requirements(),
             signature=SIGNATURE,
             model_config=MODEL_CONFIG,

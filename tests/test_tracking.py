@@ -163,7 +163,8 @@ by_name = htr.load_model("models:/{trained["model"]}@champion").transcribe(paths
 pyfunc = mlflow.pyfunc.load_model("models:/{trained["model"]}@champion").predict(pd.DataFrame({{"image": paths}}))
 print(json.dumps({{"by_name": by_name, "pyfunc": pyfunc.values.tolist()}}))
 """
-    env = {**os.environ, "MLFLOW_TRACKING_URI": trained["client"].tracking_uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": trained["client"].tracking_uri,
+           "HTR_SERVE_ALLOWED_DIR": str(images[0].parent)}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-c", script, *map(str, images)], env=env, capture_output=True, text=True, timeout=300
     )
@@ -175,7 +176,10 @@ print(json.dumps({{"by_name": by_name, "pyfunc": pyfunc.values.tolist()}}))
 
 
 @pytest.mark.slow
-def test_pyfunc_reads_paths_bytes_and_base64_and_rejects_other_payloads(trained: dict, images: list[Path]):
+def test_pyfunc_reads_paths_bytes_and_base64_and_rejects_other_payloads(
+    trained: dict, images: list[Path], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("HTR_SERVE_ALLOWED_DIR", str(images[0].parent))  # paths only inside it (tests/test_serving.py)
     mlflow.set_tracking_uri(trained["client"].tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{trained['model']}/1")
     data = images[0].read_bytes()
@@ -185,9 +189,9 @@ def test_pyfunc_reads_paths_bytes_and_base64_and_rejects_other_payloads(trained:
     )
     assert as_path == as_bytes == as_base64
     for payload, reason in [
-        ("definitely not base64!", "neither an existing image file nor base64"),
-        (base64.b64encode(b"plain text, not a PNG").decode(), "not a readable PNG/JPEG"),
-        ("/no/such/captcha.png", "cannot read image file"),
+        ("definitely not base64!", "not base64-encoded image data"),
+        (base64.b64encode(b"plain text, not a PNG").decode(), "not a usable PNG/JPEG"),
+        ("/no/such/captcha.png", "not base64-encoded image data"),
     ]:
         with pytest.raises(BadPayloadError, match=reason):
             model.predict(pd.DataFrame({"image": [payload]}))
@@ -331,6 +335,6 @@ def test_served_model_transcribes_over_http_and_rejects_non_images(trained: dict
         assert [row["confidence"] for row in answer["predictions"]] == pytest.approx([t.confidence for t in expected])
         status, answer = post([base64.b64encode(b"hello, not an image").decode()])
         assert status == 400
-        assert "not a readable PNG/JPEG image" in answer["message"]
+        assert "not a usable PNG/JPEG" in answer["message"]
     finally:
         _stop(server)
