@@ -110,6 +110,13 @@ def split_documents(
     for i in np.random.default_rng(seed).permutation(len(documents)):
         stage = max(dealt, key=lambda s: targets[s] - len(splits[s]) if targets[s] else -np.inf)
         splits[stage] += by_document[documents[i]]
+    for stage in dealt[:-1]:
+        # one long document can leave train lacking more than a small stage's whole share: give that stage train's
+        # shortest document when train has another
+        train = sorted({s.document for s in splits["train"]}, key=lambda d: (len(by_document[d]), d))
+        if targets[stage] and not splits[stage] and len(train) > 1:
+            splits[stage] = list(by_document[train[0]])
+            splits["train"] = [s for s in splits["train"] if s.document != train[0]]
     if not splits["train"]:
         counts = {stage: len({s.document for s in v}) for stage, v in splits.items()}
         raise ValueError(f"no document left for train (documents per stage: {counts}); add documents or change split")

@@ -322,3 +322,29 @@ def test_real_poilus_pages(tmp_path: Path):
     for line in page.lines[:3]:
         cut = cut_line(gray, line, page.size)
         assert 40 < cut.shape[0] < 300 and cut.shape[1] > cut.shape[0]
+
+
+def test_document_folds_test_every_document_once():
+    samples = [
+        DocumentSample(Path(f"{d}{i}.png"), "x", d, "") for d in "abcdefghijklmnopqrst" for i in range(1 + ord(d) % 3)
+    ]
+    folds = [split_documents(samples, (0.6, 0.2, 0.2), seed=3, fold=k) for k in range(5)]
+    tested = [{s.document for s in splits["test"]} for splits in folds]
+    assert sorted(d for documents in tested for d in documents) == sorted(set("abcdefghijklmnopqrst"))
+    for splits in folds:
+        stages = [{s.document for s in splits[stage]} for stage in ("train", "val", "test")]
+        assert all(stages) and not (stages[0] & stages[1] or stages[0] & stages[2] or stages[1] & stages[2])
+        assert 5 <= len(splits["test"]) <= 10  # about a fifth of the 41 lines
+    with pytest.raises(ValueError, match="fold 5 is out of range: 20 documents make 5 test folds"):
+        split_documents(samples, (0.6, 0.2, 0.2), seed=3, fold=5)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        split_documents(samples, (0.6, 0.2, 0.2), seed=3, test_documents=["a"], fold=1)
+
+
+def test_three_documents_make_three_stages_whatever_their_lengths():
+    samples = [
+        DocumentSample(Path(f"{d}{i}.png"), "x", d, "") for d, n in (("a", 9), ("b", 2), ("c", 3)) for i in range(n)
+    ]
+    for seed in range(6):
+        splits = split_documents(samples, (0.8, 0.1, 0.1), seed=seed)
+        assert all(len({s.document for s in splits[stage]}) == 1 for stage in ("train", "val", "test")), seed
