@@ -262,7 +262,7 @@ def plot_reliability(calibration: Calibration, bins: int = BINS) -> Figure:
         top.set_xlim(0, 1)
         top.set_ylim(0, 1.02)
         top.grid(alpha=0.3)
-        top.legend(loc="upper left", fontsize=8)
+        top.legend(loc="lower right", fontsize=8)
         bottom.set_yscale("log")
         bottom.set_xlabel("confidence")
         bottom.set_ylabel("predictions per bin")
