@@ -1,11 +1,13 @@
 """Inference speed of eager PyTorch, TorchScript (the Recognizer's frozen trace) and onnxruntime, on captchas and IAM.
 
-For each model and backend: images/s at batch 1 and 64 (median of --runs windows) and p50/p95 latency of one call,
-timing forward + greedy decoding of preprocessed images (reading and preprocessing are the same code for every
-backend and left out). FLOPs per image count the convolutions and linear layers with ``FlopCounterMode`` and the
-LSTMs analytically (2 * 4H(I + H) per step and direction: CPU torch and onnxruntime run an LSTM as one fused op the
-counter does not see), at each image's own width; ``peak_fraction`` divides FLOPs per image times images/s by this
-CPU's peak float32 FLOP/s, measured with a large matmul at the same thread count (onnxruntime gets torch's count).
+For each model and backend: images/s at batch 1 and 64 (median of --runs passes over all images) and p50/p95
+latency of one call, timing forward + greedy decoding of preprocessed images (reading and preprocessing are the
+same code for every backend and left out). FLOPs per image count the convolutions and linear layers with
+``FlopCounterMode`` and the LSTMs analytically (2 * 4H(I + H) per step and direction: CPU torch and onnxruntime run
+an LSTM as one fused op that the counter does not see), at each image's own width. ``peak_fraction`` divides FLOPs
+per image times images/s by this CPU's peak float32 FLOP/s: the best of large matmuls at the same thread count
+(onnxruntime gets torch's count), measured before, between and after the models, since other work on the machine
+lowers any single measurement.
 
 Models: the captcha checkpoint given (e.g. 10 epochs of configs/captcha.yaml) on 256 real captchas, and an untrained
 CRNN of configs/iam_lines_cpu.yaml (speed does not depend on the weights) on 256 real IAM lines, whose widths vary.
@@ -40,6 +42,7 @@ from htr.models.crnn import CRNN  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BATCH_SIZES = (1, 64)
+BACKENDS = ("eager", "torchscript", "onnxruntime")
 SAMPLE = 256  # images per data set: four width-sorted batches of 64
 
 
@@ -61,7 +64,7 @@ def backends(module: HTRLitModule) -> dict[str, Recognizer]:
     eager = Recognizer(
         EagerNetwork(module.net), traced.alphabet.chars, traced.preprocessing, temperature=traced.temperature
     )
-    return {"eager": eager, "torchscript": traced, "onnxruntime": to_onnx(traced)}
+    return dict(zip(BACKENDS, (eager, traced, to_onnx(traced))))
 
 
 @contextmanager
@@ -98,8 +101,8 @@ def flops_per_image(net: CRNN, images: list[torch.Tensor]) -> dict[str, float]:
             "lstm": statistics.mean(lstm)}  # fmt: skip
 
 
-def peak_flops(size: int = 2048, repeats: int = 7) -> dict[str, float]:
-    """float32 FLOP/s of a ``size``-square matmul at torch's thread count: best and median of ``repeats``."""
+def peak_flops(size: int = 2048, repeats: int = 7) -> float:
+    """Best float32 FLOP/s of ``repeats`` ``size``-square matmuls at torch's thread count."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b  # warm-up
     rates = []
@@ -107,36 +110,32 @@ def peak_flops(size: int = 2048, repeats: int = 7) -> dict[str, float]:
         start = time.perf_counter()
         a @ b
         rates.append(2 * size**3 / (time.perf_counter() - start))
-    return {"best": max(rates), "median": statistics.median(rates), "matmul_size": size}
+    return max(rates)
 
 
-def measure(recognizer: Recognizer, images: list[torch.Tensor], batch: int, runs: int, seconds: float) -> dict:
-    """images/s (median over ``runs`` windows of at least ``seconds`` and one call) and per-call latency percentiles.
+def measure(recognizer: Recognizer, images: list[torch.Tensor], batch: int, runs: int) -> dict:
+    """images/s (median of ``runs`` passes over all images) and percentiles of the latency of one call.
 
     A call transcribes ``batch`` images; the batches are cut from the images sorted by width, as
     ``Recognizer.transcribe`` batches a folder, so that a short line is not padded to the longest of the set.
     """
     images = sorted(images, key=lambda image: image.shape[-1])
     chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
-    recognizer.transcribe_tensors(chunks[0], batch)  # warm-up (onnxruntime and TorchScript tune on first calls)
+    recognizer.transcribe_tensors(chunks[-1], batch)  # warm-up (onnxruntime and TorchScript tune on first calls)
     rates, latencies = [], []
-    calls = 0
     for _ in range(runs):
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds or count < batch:  # one call at least
-            chunk = chunks[calls % len(chunks)]
+        start = time.perf_counter()
+        for chunk in chunks:
             called = time.perf_counter()
             recognizer.transcribe_tensors(chunk, batch)
             latencies.append(time.perf_counter() - called)
-            count += len(chunk)
-            calls += 1
-        rates.append(count / (time.perf_counter() - start))
+        rates.append(len(images) / (time.perf_counter() - start))
     quantiles = statistics.quantiles(latencies, n=20)  # 5% steps: [9] is p50, [18] is p95
     return {"images_per_s": round(statistics.median(rates), 1), "latency_ms_p50": round(1e3 * quantiles[9], 2),
-            "latency_ms_p95": round(1e3 * quantiles[18], 2), "calls": calls}  # fmt: skip
+            "latency_ms_p95": round(1e3 * quantiles[18], 2), "calls": len(latencies)}  # fmt: skip
 
 
-def bench_model(name: str, module: HTRLitModule, files: list[Path], peak: float, runs: int, seconds: float) -> dict:
+def bench_model(name: str, module: HTRLitModule, files: list[Path], runs: int) -> dict:
     recognizers = backends(module)
     images = [recognizers["torchscript"].preprocess(path) for path in files]
     flops = flops_per_image(module.net.eval(), images)
@@ -152,9 +151,8 @@ def bench_model(name: str, module: HTRLitModule, files: list[Path], peak: float,
     }
     for backend, recognizer in recognizers.items():
         for batch in BATCH_SIZES:
-            row = measure(recognizer, images, batch, runs, seconds)
+            row = measure(recognizer, images, batch, runs)
             row["gflops_per_s"] = round(flops["total"] * row["images_per_s"] / 1e9, 3)
-            row["peak_fraction"] = round(flops["total"] * row["images_per_s"] / peak, 4)
             result.setdefault(backend, {})[f"batch_{batch}"] = row
             print(f"{name} {backend} batch {batch}: {row}", flush=True)
     return result
@@ -193,23 +191,29 @@ def main() -> None:
     parser.add_argument("--captcha-dir", type=Path, default=REPO_ROOT.parent / "shared/data/captcha_images_v2")
     parser.add_argument("--iam-config", type=Path, default=REPO_ROOT / "configs/iam_lines_cpu.yaml")
     parser.add_argument("--iam-dir", type=Path, default=REPO_ROOT.parent / "shared/data/iam")
-    parser.add_argument("--runs", type=int, default=5, help="timed windows per measurement (the median is kept)")
-    parser.add_argument("--seconds", type=float, default=1.0, help="minimum length of a window")
+    parser.add_argument("--runs", type=int, default=3, help="timed passes per measurement (the median is kept)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     options = parser.parse_args()
     torch.manual_seed(0)
-    peak = peak_flops()
     captchas = sorted(options.captcha_dir.glob("*.png"))[:SAMPLE]
     lines = random.Random(0).sample(sorted((options.iam_dir / "lines").glob("*/*/*.png")), SAMPLE)
+    peaks = [peak_flops()]
+    captcha = bench_model("captcha", captcha_model(options.captcha_checkpoint), captchas, options.runs)
+    peaks.append(peak_flops())
+    iam = bench_model("iam_lines", iam_model(options.iam_config, options.iam_dir), lines, options.runs)
+    peaks.append(peak_flops())
+    peak = max(peaks)
+    for result in (captcha, iam):
+        for backend in BACKENDS:
+            for row in result[backend].values():
+                row["peak_fraction"] = round(row["gflops_per_s"] * 1e9 / peak, 4)
     report = {
-        "peak_flops_per_s": {key: round(value) for key, value in peak.items()},
-        "captcha": bench_model("captcha", captcha_model(options.captcha_checkpoint), captchas, peak["best"],
-                               options.runs, options.seconds),
-        "iam_lines": bench_model("iam_lines", iam_model(options.iam_config, options.iam_dir), lines, peak["best"],
-                                 options.runs, options.seconds),
-        "peak_flops_per_s_after": round(peak_flops()["best"]),  # the machine's load may have changed meanwhile
+        "peak_flops_per_s": round(peak),
+        "peak_flops_per_s_measured": [round(value) for value in peaks],  # before, between and after the models
+        "captcha": captcha,
+        "iam_lines": iam,
         "machine": machine_info(),
-    }  # fmt: skip
+    }
     text = json.dumps(report, indent=2)
     print(text)
     if options.out:
