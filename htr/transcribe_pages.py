@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from htr.data.line_cut import cut_line, read_page
 from htr.data.page_xml import BadPageError, Page, find_xml, parse_page
@@ -25,7 +25,12 @@ from htr.page_output import LinePrediction, write_page_xml
 
 if TYPE_CHECKING:
     from htr.inference import Recognizer
-    from htr.transcribe import TranscriptionWriter
+
+
+class RecordWriter(Protocol):
+    """Where line records go (``htr.transcribe.TranscriptionWriter``: text, JSON Lines or CSV)."""
+
+    def write(self, path: Path, result: Transcription) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ def transcribe_xml_files(
     recognizer: Recognizer,
     sources: Sequence[str | Path],
     output_dir: Path | str | None,
-    writer: TranscriptionWriter,
+    writer: RecordWriter,
     batch_size: int = 32,
 ) -> int:
     """``htr transcribe`` on XML pages: each line's record goes to ``writer`` (path ``<xml>#<line id>``) and, with

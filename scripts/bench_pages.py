@@ -30,9 +30,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from torchmetrics.text import CharErrorRate, WordErrorRate  # noqa: E402
 
-from htr.cli import main  # noqa: E402
+from htr.cli import build_cli  # noqa: E402
 from htr.data.documents import DocumentSample  # noqa: E402
 from htr.data.pages import PageDataModule  # noqa: E402
 from htr.loading import load_model  # noqa: E402
@@ -83,9 +84,11 @@ def bench_fold(fold: int, options: argparse.Namespace, extra: list[str], workdir
     args += ["--trainer.max_time", _max_time(options.budget_s), "--trainer.enable_progress_bar", "false"]
     args += ["--trainer.default_root_dir", str(workdir / f"fold{fold}"), "--registry.enabled", "false", *extra]
     start = time.perf_counter()
-    cli = main(args)
+    cli = build_cli(args)
     train_seconds = time.perf_counter() - start
-    best = cli.trainer.checkpoint_callback.best_model_path
+    checkpoint = cli.trainer.checkpoint_callback  # the best by val/cer: what the registry would get
+    assert isinstance(checkpoint, ModelCheckpoint)
+    best = checkpoint.best_model_path
     recognizer = load_model(best)
     samples = cli.datamodule.datasets["test"].samples
     predictions = [t.text for t in recognizer.transcribe([str(s.path) for s in samples], 16)]
