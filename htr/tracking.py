@@ -189,8 +189,12 @@ class MLFlowLogger(LightningMLFlowLogger):
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
-        if status != "success" and self._continues_run and not self._logged_metrics:
-            return  # a later command failed before it did anything: the earlier run keeps its status (FINISHED)
+        if status != "success" and not self._logged_metrics and self._initialized:
+            # the command failed before it did anything (bad data, a schedule it cannot resume): an earlier run it
+            # continued keeps its status (FINISHED); a run of its own is deleted (restorable) rather than FAILED
+            if not self._continues_run:
+                self.experiment.delete_run(self.run_id)
+            return
         self._flush()
         super().finalize(status)
 

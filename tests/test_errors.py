@@ -16,7 +16,9 @@ import torch
 from mlflow import MlflowClient
 
 from htr.checkpoint import AtomicCheckpointIO, CheckpointError, read_checkpoint
-from htr.cli import main, run
+from htr.cli import HTRCLI, main, run
+from htr.data.images import BadImageError
+from htr.loading import load_model
 from tests.conftest import REPO_ROOT
 from tests.data.test_images import blank_png
 from tests.test_tracking import _free_port
@@ -33,10 +35,10 @@ TINY = [
 ]  # fmt: skip
 
 
-def _fit(data: Path, root: Path, epochs: int, *extra: str) -> None:
-    main(["fit", "--config", CONFIG, *TINY, "--data.data_dir", str(data), "--trainer.default_root_dir", str(root),
-          "--trainer.max_epochs", str(epochs), "--trainer.logger.init_args.experiment_name", "errors",
-          *extra])  # fmt: skip
+def _fit(data: Path, root: Path, epochs: int, *extra: str) -> HTRCLI:
+    return main(["fit", "--config", CONFIG, *TINY, "--data.data_dir", str(data),
+                 "--trainer.default_root_dir", str(root), "--trainer.max_epochs", str(epochs),
+                 "--trainer.logger.init_args.experiment_name", "errors", *extra])  # fmt: skip
 
 
 def _error_line(capsys: pytest.CaptureFixture, args: list[str]) -> str:
@@ -52,7 +54,8 @@ def _error_line(capsys: pytest.CaptureFixture, args: list[str]) -> str:
 def fitted(captcha_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The checkpoints folder of a tracked 2-epoch fit of a tiny net on generated captchas."""
     root = tmp_path_factory.mktemp("fit")
-    _fit(captcha_files, root, 2)
+    cli = _fit(captcha_files, root, 2)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # the CLI's default
     (folder,) = {path.parent for path in root.glob("*/*/checkpoints/last.ckpt")}
     return folder
 
@@ -74,6 +77,22 @@ def test_a_dead_tracking_server_fails_in_seconds_for_fit_and_transcribe(capsys, 
     line = _error_line(capsys, ["transcribe", "--model", "models:/htr-captcha@champion", str(captcha_files)])
     assert f"{server} is unreachable" in line
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_bad_training_files_of_every_split_are_one_error_and_leave_no_failed_run(capsys, captcha_files, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(captcha_files, data)
+    bad = [data / f"{label}.png" for label in ("22222", "33333", "44444", "55555")]
+    for path in bad:
+        path.write_bytes(b"\x89PNG truncated")
+    line = _error_line(capsys, ["fit", "--config", CONFIG, *TINY, "--data.data_dir", str(data),
+                                "--data.split", "[0.4, 0.3, 0.3]", "--trainer.default_root_dir", str(tmp_path),
+                                "--trainer.logger.init_args.experiment_name", "bad-data"])  # fmt: skip
+    assert line.startswith("htr: error: 4 unusable sample(s):") and all(str(path) in line for path in bad)
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("bad-data")
+    assert experiment is None or not client.search_runs([experiment.experiment_id])
 
 
 def test_tracebacks_only_when_asked(captcha_files, tmp_path, monkeypatch):
@@ -191,3 +210,17 @@ def test_resume_survives_a_corrupt_last_and_a_longer_schedule_and_keeps_the_run_
     (resumed,) = [read_checkpoint(p) for p in tmp_path.glob(f"*/{run_id}/checkpoints/latest.ckpt")]
     assert resumed["epoch"] == 3 and resumed["lr_schedulers"][0]["total_steps"] == 8  # 4 epochs of 2 steps
     assert client.get_run(run_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_arrays_that_would_read_wrong_are_scaled_or_refused_by_the_recognizer(fitted, captcha_files):
+    import numpy as np
+    from PIL import Image
+
+    recognizer = load_model(fitted / "last.ckpt")
+    gray = np.asarray(Image.open(sorted(captcha_files.glob("*.png"))[0]).convert("L"))
+    assert recognizer.transcribe(gray / 255.0) == recognizer.transcribe(gray)  # was 'g' with high confidence
+    for array, reason in [(np.full(gray.shape, np.nan), "NaN"), (np.stack([gray, gray], -1), "2 channels"),
+                          (np.stack([gray] * 3), "channel-first")]:  # fmt: skip
+        with pytest.raises(BadImageError, match=reason):
+            recognizer.transcribe(array)
