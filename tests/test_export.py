@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from htr.export import OnnxNetwork, read_torchscript_metadata
 from htr.lit_module import HTRLitModule
 from htr.loading import load_model
 from htr.preprocessing import Preprocessing
-from htr.pyfunc import CHECKPOINT_ARTIFACT, MODEL_CONFIG, ONNX_ARTIFACT, HTRPythonModel
+from htr.pyfunc import CHECKPOINT_ARTIFACT, MODEL_CONFIG, ONNX_ARTIFACT
 from tests.conftest import REPO_ROOT
 from tests.helpers import CAPTCHA_SYMBOLS
 
@@ -61,6 +62,11 @@ def exported(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         main(["export", "--model", str(checkpoint), "--format", format, "--output", str(path)])
         assert path.stat().st_size > 0
     return files
+
+
+def _payload(files: list[Path]) -> pd.DataFrame:
+    """Images as a served model receives them: base64 of the file bytes."""
+    return pd.DataFrame({"image": [base64.b64encode(p.read_bytes()).decode("ascii") for p in files]})
 
 
 def _batch(batch: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,10 +155,10 @@ def test_pyfunc_runs_the_onnx_file_when_configured(
 ):
     model_dir = tmp_path / "pyfunc"
     mlflow.pyfunc.save_model(
-        model_dir, python_model=HTRPythonModel(), pip_requirements=[], model_config=MODEL_CONFIG,
+        model_dir, python_model=str(REPO_ROOT / "htr/pyfunc_model.py"), pip_requirements=[], model_config=MODEL_CONFIG,
         artifacts={CHECKPOINT_ARTIFACT: str(checkpoint), ONNX_ARTIFACT: str(exported["onnx"])},
     )  # fmt: skip
-    frame = pd.DataFrame({"image": [str(p) for p in sorted(captcha_files.glob("*.png"))[:6]]})
+    frame = _payload(sorted(captcha_files.glob("*.png"))[:6])
     by_torch = mlflow.pyfunc.load_model(str(model_dir))
     by_config = mlflow.pyfunc.load_model(str(model_dir), model_config={"backend": "onnx"})
     monkeypatch.setenv("MLFLOW_PYFUNC_INFERENCE_CONFIG", '{"backend": "onnx"}')  # as for `mlflow models serve`
@@ -179,7 +185,7 @@ def test_registered_model_logs_the_onnx_file_and_serves_it(captcha_files: Path, 
     uri = "models:/htr-onnx/1"
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=store))
     assert (local / "artifacts" / "model.onnx").stat().st_size > 0
-    frame = pd.DataFrame({"image": [str(p) for p in sorted(captcha_files.glob("*.png"))[:4]]})
+    frame = _payload(sorted(captcha_files.glob("*.png"))[:4])
     mlflow.set_tracking_uri(store)
     expected = mlflow.pyfunc.load_model(uri).predict(frame)
     served = mlflow.pyfunc.load_model(uri, model_config={"backend": "onnx"})
