@@ -159,6 +159,11 @@ class HTRLitModule(LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         return self._shared_step(batch, "train")  # None: Lightning skips backward and the optimizer step
 
+    def on_train_epoch_start(self) -> None:
+        # The epoch's starting learning rate, with any logger or none (Lightning's LearningRateMonitor refuses to
+        # run without a logger, which --trainer.logger false runs have).
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._shared_step(batch, "val")
 

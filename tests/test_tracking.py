@@ -126,7 +126,7 @@ def test_fit_logs_config_metrics_data_and_environment(trained: dict):
     assert params["data.init_args.batch_size"] == "16"
     assert params["charset"] == "2345678bcdefgmnpwxy"
     assert {params[f"dataset.{s}_samples"] for s in ("train", "val", "test")} == {"747", "93", "94"}
-    assert {"val/cer", "val/wer", "val/acc", "val/loss", "train/loss_epoch", "lr-AdamW"} <= set(run.data.metrics)
+    assert {"val/cer", "val/wer", "val/acc", "val/loss", "train/loss_epoch", "train/lr"} <= set(run.data.metrics)
     assert tags["version.torch"] and tags["version.mlflow"] == mlflow.__version__
     assert len(tags["htr.git_commit"].split("-")[0]) == 40
     config = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
