@@ -19,6 +19,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
+MLFLOW_URI_SCHEMES = ("models:/", "runs:/")  # a model logged to MLflow, as opposed to a checkpoint file
+
+
+def is_model_uri(source: str | Path) -> bool:
+    """Whether ``source`` names a model logged to MLflow (``models:/``, ``runs:/``) rather than a checkpoint file."""
+    return str(source).startswith(MLFLOW_URI_SCHEMES)
+
 
 class NewestBestCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` where a tie with the k-th best goes to the newer checkpoint.

@@ -15,7 +15,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from htr.alphabet import Alphabet
-from htr.checkpoint import rebuild_schedules
+from htr.checkpoint import is_model_uri, rebuild_schedules
 from htr.data.collate import Batch
 from htr.decoding import GREEDY, Decoder, Transcription, decode
 from htr.metrics import SequenceAccuracy
@@ -193,9 +193,7 @@ class HTRLitModule(LightningModule):
 
 def read_init_source(source: str) -> tuple[str, dict[str, torch.Tensor]]:
     """The charset and the network weights of a checkpoint path or an MLflow model URI (``init_from``)."""
-    from htr.loading import MLFLOW_URI_SCHEMES
-
-    if str(source).startswith(MLFLOW_URI_SCHEMES):
+    if is_model_uri(source):
         from htr.model_store import download_checkpoint  # imports mlflow: only for URIs
 
         with tempfile.TemporaryDirectory() as tmp:

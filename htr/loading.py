@@ -8,9 +8,9 @@ from typing import Literal
 
 import torch
 
+from htr.checkpoint import is_model_uri
 from htr.inference import Recognizer, load_checkpoint
 
-MLFLOW_URI_SCHEMES = ("models:/", "runs:/")
 Backend = Literal["torch", "onnx"]
 
 
@@ -46,7 +46,7 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", backend: 
 
 
 def _load_torch(source: str | Path, device: str | torch.device) -> Recognizer:
-    if not str(source).startswith(MLFLOW_URI_SCHEMES):
+    if not is_model_uri(source):
         return load_checkpoint(source, device)
     from htr.model_store import download_checkpoint  # imports mlflow, which checkpoint users need not pay for
 

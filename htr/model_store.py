@@ -13,8 +13,9 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from htr.pyfunc import CHECKPOINT_FILE
 from htr.tracking import check_reachable, resolve_tracking_uri, sqlite_path
+
+CHECKPOINT_FILE = "model.ckpt"  # the checkpoint inside a logged htr model, under ``artifacts/``
 
 
 class ModelNotFoundError(LookupError):

@@ -33,7 +33,6 @@ MAX_REQUEST_PIXELS = 32_000_000  # all images of one request, decoded: bounds a 
 ALLOWED_DIR_ENV = "HTR_SERVE_ALLOWED_DIR"  # the only folder whose files a request may name; unset: none
 MODEL_ARTIFACT = "model"  # name of the logged pyfunc model inside its run
 CHECKPOINT_ARTIFACT = "checkpoint"  # key of the checkpoint in the pyfunc's ``artifacts``
-CHECKPOINT_FILE = "model.ckpt"  # its file name, under ``artifacts/`` in the model directory
 ONNX_ARTIFACT = "onnx"  # key of the ONNX export in ``artifacts``
 ONNX_FILE = "model.onnx"
 MODEL_CONFIG = {"backend": "torch"}  # logged with the model; only logged keys can be overridden at load

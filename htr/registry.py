@@ -24,9 +24,9 @@ from htr.checkpoint import read_checkpoint
 from htr.data.datamodule import TextImageDataModule
 from htr.export import export_onnx
 from htr.inference import load_checkpoint
+from htr.model_store import CHECKPOINT_FILE
 from htr.pyfunc import (
     CHECKPOINT_ARTIFACT,
-    CHECKPOINT_FILE,
     MODEL_ARTIFACT,
     MODEL_CONFIG,
     ONNX_ARTIFACT,
