@@ -193,6 +193,7 @@ class MLFlowLogger(LightningMLFlowLogger):
             # the command failed before it did anything (bad data, a schedule it cannot resume): an earlier run it
             # continued keeps its status (FINISHED); a run of its own is deleted (restorable) rather than FAILED
             if not self._continues_run:
+                self.experiment.set_terminated(self.run_id, "KILLED")
                 self.experiment.delete_run(self.run_id)
             return
         self._flush()
