@@ -45,11 +45,13 @@ class ImageLimits:
         max_pixels: width x height (declared in the file's header).
         max_bytes: encoded size.
         max_aspect: width / height; wider images would grow to huge widths when resized to the model's height.
+        env: prefix of the environment variables that set them, named in refusals.
     """
 
     max_pixels: int = MAX_PIXELS
     max_bytes: int = MAX_BYTES
     max_aspect: float = MAX_ASPECT
+    env: str = "HTR"
 
     @classmethod
     def from_env(cls, prefix: str = "HTR", defaults: ImageLimits | None = None) -> ImageLimits:
@@ -64,20 +66,21 @@ class ImageLimits:
                     values[field] = int(raw)
                 except ValueError:
                     raise ValueError(f"{name}={raw!r} is not a whole number") from None
-        return cls(values["max_pixels"], values["max_bytes"], defaults.max_aspect)
+        return cls(values["max_pixels"], values["max_bytes"], defaults.max_aspect, prefix)
 
     def check_bytes(self, size: int, name: str | Path) -> None:
         if size > self.max_bytes:
             raise BadImageError(
-                name, f"{size:,} bytes is over the limit of {self.max_bytes:,} (HTR_MAX_IMAGE_BYTES); downscale it"
+                name,
+                f"{size:,} bytes is over the limit of {self.max_bytes:,} ({self.env}_MAX_IMAGE_BYTES); downscale it",
             )
 
     def check_size(self, width: int, height: int, name: str | Path) -> None:
         if width * height > self.max_pixels:
             raise BadImageError(
                 name,
-                f"{width}x{height} pixels is over the limit of {self.max_pixels:,} pixels (HTR_MAX_IMAGE_PIXELS); "
-                "crop or downscale it",
+                f"{width}x{height} pixels is over the limit of {self.max_pixels:,} pixels "
+                f"({self.env}_MAX_IMAGE_PIXELS); crop or downscale it",
             )
         if min(width, height) < 2:
             raise BadImageError(name, f"image is empty ({width}x{height} pixels)")
@@ -139,7 +142,8 @@ def read_gray(source: Path | str | BinaryIO | bytes, limits: ImageLimits | None 
     except Image.DecompressionBombError as error:  # Pillow refuses before our check sees the size
         raise BadImageError(
             name,
-            f"over the limit of {limits.max_pixels:,} pixels (HTR_MAX_IMAGE_PIXELS); crop or downscale it ({error})",
+            f"over the limit of {limits.max_pixels:,} pixels ({limits.env}_MAX_IMAGE_PIXELS); crop or downscale it "
+            f"({error})",
         ) from None
     except MemoryError:
         raise BadImageError(name, "not enough memory to decode it; downscale it") from None
