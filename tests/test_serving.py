@@ -82,7 +82,8 @@ def test_paths_are_read_only_inside_the_allowed_folder(pyfunc, captcha_files, tm
 @pytest.mark.slow
 def test_oversized_images_and_requests_are_refused(pyfunc, captcha_files, tmp_path, monkeypatch):
     huge = _b64(blank_png(tmp_path / "huge.png", 12_000, 12_000))
-    with pytest.raises(BadPayloadError, match=r"row 0: .*12000x12000 pixels is over the limit of 8,000,000 pixels \(HTR_SERVE_MAX_IMAGE_PIXELS\)"):
+    limit = r"row 0: .*12000x12000 pixels is over the limit of 8,000,000 pixels \(HTR_SERVE_MAX_IMAGE_PIXELS\)"
+    with pytest.raises(BadPayloadError, match=limit):
         pyfunc.predict(pd.DataFrame({"image": [huge] * 3}))
     monkeypatch.setenv("HTR_SERVE_MAX_IMAGE_BYTES", "100")
     with pytest.raises(BadPayloadError, match="encode more than 100 bytes"):
