@@ -7,9 +7,27 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would a
 
 import pytest  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+from tests.helpers import REPO_ROOT, make_captchas, make_iam_tree  # noqa: E402
+
+# Real data beside the checkout; only slow tests read it (HTR_TEST_SHARED_DATA=/nonexistent checks that).
+SHARED_DATA = Path(os.environ.get("HTR_TEST_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 CAPTCHA_DIR = SHARED_DATA / "captcha_images_v2"
+REAL_IAM = SHARED_DATA / "iam"
+REAL_DATA_FIXTURES = {"captcha_dir", "real_iam"}  # the fixtures that read SHARED_DATA
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test that reads the real data without ``@pytest.mark.slow``: the fast suite runs on a fresh clone."""
+    offenders = [
+        f"{item.nodeid} uses {', '.join(sorted(REAL_DATA_FIXTURES & set(item.fixturenames)))}"
+        for item in items
+        if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None
+    ]
+    if offenders:
+        raise pytest.UsageError(
+            "tests on the real data (../shared) must be marked @pytest.mark.slow, or use the generated fixtures "
+            "(captcha_files, captcha_copy, captcha_png, iam_root):\n  " + "\n  ".join(offenders)
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,24 +55,46 @@ def _restore_tracking_uri(_mlflow_store):
 @pytest.fixture(scope="session")
 def captcha_files(tmp_path_factory) -> Path:
     """24 generated captcha-like PNGs named by label: for fast tests that need no real data."""
-    from tests.helpers import make_captchas
-
     return make_captchas(tmp_path_factory.mktemp("captchas"))
 
 
 @pytest.fixture(scope="session")
 def captcha_dir() -> Path:
-    """The 934 real captchas (read-only)."""
+    """The 934 real captchas (read-only); slow tests only (test_fast_tests_need_no_shared_data)."""
     if not CAPTCHA_DIR.is_dir():
         pytest.fail(f"real captcha data missing: {CAPTCHA_DIR} (tests expect ../shared/data beside the checkout)")
     return CAPTCHA_DIR
 
 
 @pytest.fixture
-def small_captcha_dir(captcha_dir: Path, tmp_path: Path) -> Path:
-    """A writable folder with 20 real captchas, for tests that add bad files."""
+def captcha_copy(captcha_files: Path, tmp_path: Path) -> Path:
+    """A writable copy of the generated captchas, for tests that add bad files."""
     folder = tmp_path / "captchas"
-    folder.mkdir()
-    for path in sorted(captcha_dir.glob("*.png"))[:20]:
-        shutil.copy(path, folder / path.name)
+    shutil.copytree(captcha_files, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def captcha_png(captcha_files: Path) -> Path:
+    """One generated captcha (200x50, text in the left part)."""
+    return min(captcha_files.glob("*.png"))
+
+
+@pytest.fixture(scope="session")
+def iam_root(tmp_path_factory) -> Path:
+    """The tiny IAM tree with RWTH split lists."""
+    return make_iam_tree(tmp_path_factory.mktemp("iam"))
+
+
+@pytest.fixture(scope="session")
+def iam_root_no_lists(tmp_path_factory) -> Path:
+    """The tiny IAM tree without split lists (writer-disjoint split)."""
+    return make_iam_tree(tmp_path_factory.mktemp("iam_no_lists"), with_lists=False)
+
+
+@pytest.fixture(scope="session")
+def real_iam() -> Path:
+    """The 876 real IAM lines (read-only); slow tests only."""
+    if not (REAL_IAM / "ascii" / "lines.txt").is_file():
+        pytest.fail(f"real IAM subset missing: {REAL_IAM} (tests expect ../shared/data beside the checkout)")
+    return REAL_IAM

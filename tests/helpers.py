@@ -1,13 +1,45 @@
-"""Test data made on the fly, so that the fast tests need nothing beside the checkout."""
+"""Pieces that several test modules share: data made on the fly (so that the fast tests need nothing beside the
+checkout), tiny CLI runs, and MLflow servers in subprocesses."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+import zlib
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from htr.data.iam import IAMDataModule
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
 CAPTCHA_SYMBOLS = "2345678bcdefgmnpwxy"  # those of the real captcha set
+TINY_NET = ["--model.net.init_args.channels", "[8, 16, 16, 16]", "--model.net.init_args.rnn_hidden", "16"]
+# `htr fit` args for a tiny net trained 2 epochs of 4 batches (8 steps): seconds on a CPU.
+TINY_RUN = [
+    "--trainer.max_epochs", "2",
+    "--trainer.limit_train_batches", "4",
+    "--trainer.limit_val_batches", "2",
+    "--trainer.limit_test_batches", "2",
+    "--trainer.enable_progress_bar", "false",
+    *TINY_NET,
+]  # fmt: skip
+# `python -m htr.cli fit` args for a tiny net on the captcha config; the caller sets epochs and batches.
+TINY_FIT = [
+    "--config", str(REPO_ROOT / "configs/captcha.yaml"),
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+    "--trainer.limit_val_batches", "2",
+    *TINY_NET,
+]  # fmt: skip
 
 
 def render_text(text: str, path: Path, height: int = 40, paper: int = 230, ink: int = 40, size: int = 24) -> Path:
@@ -36,3 +68,182 @@ def make_captchas(folder: Path, count: int = 24, seed: int = 0) -> Path:
         draw.line([(10, rng.randint(15, 35)), (140, rng.randint(15, 35))], fill=60, width=1)
         image.save(folder / f"{label}.png")
     return folder
+
+
+def blank_png(path: Path, width: int, height: int) -> Path:
+    """A valid white 1-bit PNG of any declared size, a few kB on disk: the zlib stream of a blank image is tiny.
+
+    Written by hand so that a 14000x14000 image costs ~25 MB of zeros to compress, not 196 MB of pixels.
+    """
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + b"\xff" * ((width + 7) // 8)  # filter byte, then white pixels
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grayscale
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path
+
+
+# A tiny IAM tree (make_iam_tree).
+WRITERS = {"a01-000u": "000", "a01-003u": "000", "a01-117": "001", "b02-010": "002", "c03-020": "003", "d04-030": "004"}
+# (line id, status, tokens); a01-117 starts at line 05 so that its word a01-117-05-02 is the known-broken one.
+LINES = [
+    ("a01-000u-00", "ok", ["A", "MOVE", "to", "stop"]),
+    ("a01-000u-01", "err", ["M Ps", "tomorrow", "."]),
+    ("a01-003u-00", "ok", ["Mr.", "Gaitskell", "from"]),
+    ("a01-003u-01", "ok", ["nominating", "any", "more"]),
+    ("a01-117-05", "ok", ["Labour", "life", "Peers", "now"]),
+    ("a01-117-06", "err", ["is", "to", "be", "made"]),
+    ("b02-010-00", "ok", ["at", "a", "meeting", "of"]),
+    ("b02-010-01", "ok", ["Labour", "M Ps", ","]),
+    ("c03-020-00", "ok", ['"', "put", "down", '"']),
+    ("c03-020-01", "ok", ["a", "resolution", "on"]),
+    ("d04-030-00", "ok", ["the", "subject", "and"]),
+    ("d04-030-01", "ok", ["he", "is", "to", "be"]),
+]
+GRAYLEVEL = 180  # paper is rendered at 230, ink at 40
+NO_IMAGE = {"c03-020-01"}
+NOT_A_PNG = {"b02-010-01"}
+KNOWN_BROKEN_WORD = "a01-117-05-02"
+RWTH = {
+    "train.lst": ["a01-000u-00", "a01-000u-01", "a01-003u-00", "a01-003u-01", "a01-117-05", "a01-117-06", "z99-999-00"],
+    "valid.lst": ["b02-010-00", "b02-010-01"],
+    "test.lst": ["c03-020-00", "c03-020-01", "d04-030-00", "z99-999-01"],
+}
+
+LINES_HEADER = """#--- lines.txt ---------------------------------------------------------------#
+#
+# iam database line information
+#
+# format: a01-000u-00 ok 154 19 408 746 1663 91 A|MOVE|to|stop|Mr.|Gaitskell|from
+#
+#     a01-000u-00  -> line id for form a01-000u
+#     ok              -> result of word segmentation
+#
+#     A|MOVE|to|stop|Mr.|Gaitskell|from
+#                     -> transcription for this line. word tokens are separated
+#                        by the character |
+#
+"""
+WORDS_HEADER = """#--- words.txt ---------------------------------------------------------------#
+#
+# format: a01-000u-00-00 ok 154 1 408 768 27 51 AT A
+#
+#     a01-000u-00-00  -> word id for line 00 in form a01-000u
+#     ok              -> result of word segmentation
+#     154             -> graylevel to binarize the line containing this word
+#     408 768 27 51   -> bounding box around this word in x,y,w,h format
+#     AT              -> the grammatical tag for this word
+#     A               -> the transcription for this word
+#
+"""
+FORMS_HEADER = "#--- forms.txt ---#\n#\n# format: a01-000u 000 2 prt 7 5 52 36\n#\n"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def _iam_image(root: Path, level: str, record_id: str) -> Path:
+    parts = record_id.split("-")
+    return root / level / parts[0] / f"{parts[0]}-{parts[1]}" / f"{record_id}.png"
+
+
+def make_iam_tree(root: Path, with_lists: bool = True) -> Path:
+    """Write a tiny IAM tree in the real layout under ``root`` and return ``root``: 6 forms of 5 writers, ascii/*.txt
+    with IAM's headers, rendered images.
+
+    Planted problems, each once: a line and its words listed without images (c03-020-01), a line image that is not a
+    PNG (b02-010-01), a known-broken empty word image (a01-117-05-02), ``err`` records, a token with a space
+    (``M Ps``), ids listed in the split lists that are absent, and a present line that no list holds (d04-030-01).
+    """
+    ascii_dir = root / "ascii"
+    ascii_dir.mkdir(parents=True)
+    lines_txt, words_txt = [LINES_HEADER], [WORDS_HEADER]
+    for line_id, status, tokens in LINES:
+        text = " ".join(tokens)
+        line_png = _iam_image(root, "lines", line_id)
+        if line_id in NO_IMAGE:
+            size = (300, 40)
+        elif line_id in NOT_A_PNG:
+            line_png.parent.mkdir(parents=True, exist_ok=True)
+            line_png.write_bytes(b"this is not a PNG file")
+            size = (300, 40)
+        else:
+            size = _png_size(render_text(text, line_png))
+        box = f"100 200 {size[0]} {size[1]}"
+        lines_txt.append(f"{line_id} {status} {GRAYLEVEL} {len(tokens)} {box} {'|'.join(tokens)}\n")
+        for i, token in enumerate(tokens):
+            word_id = f"{line_id}-{i:02d}"
+            word_png = _iam_image(root, "words", word_id)
+            if word_id == KNOWN_BROKEN_WORD:
+                word_png.parent.mkdir(parents=True, exist_ok=True)
+                word_png.write_bytes(b"")
+                size = (-1, -1)  # IAM gives such words a -1 box
+            elif line_id in NO_IMAGE:
+                size = (60, 40)
+            else:
+                size = _png_size(render_text(token, word_png))
+            words_txt.append(f"{word_id} {status} {GRAYLEVEL} 100 200 {size[0]} {size[1]} NN {token}\n")
+    (ascii_dir / "lines.txt").write_text("".join(lines_txt))
+    (ascii_dir / "words.txt").write_text("".join(words_txt))
+    forms = [f"{form} {writer} 1 all 2 2 8 8\n" for form, writer in WRITERS.items()]
+    (ascii_dir / "forms.txt").write_text(FORMS_HEADER + "".join(forms))
+    if with_lists:
+        (root / "splits" / "rwth").mkdir(parents=True)
+        for name, ids in RWTH.items():
+            (root / "splits" / "rwth" / name).write_text("\n".join(ids) + "\n")
+    return root
+
+
+def iam_datamodule(root: Path, **kwargs) -> IAMDataModule:
+    """An IAMDataModule on ``root`` with small images and batches, no augmentation unless asked."""
+    kwargs = {"height": 32, "batch_size": 4, "time_stride": 4, "augment": False, **kwargs}
+    return IAMDataModule(data_dir=str(root), **kwargs)
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on now (for servers, DDP rendezvous, dead-server checks)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(command: list[str], env: dict[str, str], health_url: str, timeout: float = 120) -> subprocess.Popen:
+    """Start a server in its own process group and wait until ``health_url`` answers 200."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[:3]} exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(health_url, timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+    stop_server(process)
+    raise TimeoutError(f"{command[:3]} did not answer {health_url} within {timeout} s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """Stop a server started by ``start_server`` and its workers (its process group, whose id is its PID)."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def server_env() -> dict[str, str]:
+    """The environment for ``mlflow server``/``mlflow models serve`` subprocesses."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}  # serve runs uvicorn from PATH
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    return env

@@ -9,16 +9,7 @@ from htr.cli import main
 from htr.figures import FiguresCallback
 from htr.lit_module import HTRLitModule
 from tests.conftest import REPO_ROOT
-
-TINY_RUN = [
-    "--trainer.max_epochs", "2",
-    "--trainer.limit_train_batches", "4",
-    "--trainer.limit_val_batches", "2",
-    "--trainer.limit_test_batches", "2",
-    "--trainer.enable_progress_bar", "false",
-    "--model.net.init_args.channels", "[8, 16, 16, 16]",
-    "--model.net.init_args.rnn_hidden", "16",
-]  # fmt: skip
+from tests.helpers import TINY_RUN
 
 
 @pytest.fixture(scope="module")

@@ -21,21 +21,12 @@ from mlflow import MlflowClient
 from htr.data.captcha import CaptchaDataModule
 from htr.tracking import resolve_tracking_uri
 from tests.conftest import REPO_ROOT
-from tests.test_tracking import _free_port
-
-TINY = [
-    "--config", str(REPO_ROOT / "configs/captcha.yaml"),
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.enable_model_summary", "false",
-    "--trainer.limit_val_batches", "2",
-    "--model.net.init_args.channels", "[8, 16, 16, 16]",
-    "--model.net.init_args.rnn_hidden", "16",
-]  # fmt: skip
+from tests.helpers import TINY_FIT, free_port
 
 
 def _fit_command(captcha_dir: Path, root: Path, experiment: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "htr.cli", "fit", *TINY,
+        sys.executable, "-m", "htr.cli", "fit", *TINY_FIT,
         "--data.init_args.data_dir", str(captcha_dir),
         "--trainer.default_root_dir", str(root),
         "--trainer.logger.init_args.experiment_name", experiment,
@@ -46,7 +37,7 @@ def _fit_command(captcha_dir: Path, root: Path, experiment: str, *extra: str) ->
 
 def _env() -> dict[str, str]:
     """A free rendezvous port (another DDP job on this machine may hold Lightning's default) and few threads."""
-    return {**os.environ, "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
 
 
 def _history(client: MlflowClient, run_id: str, key: str) -> list[int]:

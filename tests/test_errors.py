@@ -20,8 +20,7 @@ from htr.cli import HTRCLI, main, run
 from htr.data.images import BadImageError
 from htr.loading import load_model
 from tests.conftest import REPO_ROOT
-from tests.data.test_images import blank_png
-from tests.test_tracking import _free_port
+from tests.helpers import blank_png, free_port
 
 CONFIG = str(REPO_ROOT / "configs" / "captcha.yaml")
 TINY = [
@@ -68,7 +67,7 @@ def test_folders_that_hold_nothing_to_train_on(capsys, tmp_path):
 
 
 def test_a_dead_tracking_server_fails_in_seconds_for_fit_and_transcribe(capsys, captcha_files, monkeypatch):
-    server = f"http://127.0.0.1:{_free_port()}"
+    server = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     line = _error_line(capsys, ["fit", "--config", CONFIG, "--data.data_dir", str(captcha_files),
                                 "--trainer.logger.init_args.tracking_uri", server])  # fmt: skip

@@ -9,7 +9,7 @@ import torch
 
 from htr.cli import main
 from tests.conftest import REPO_ROOT
-from tests.test_cli import TINY_RUN
+from tests.helpers import TINY_RUN
 
 GPU_CONFIG = [
     "--config",
@@ -29,6 +29,7 @@ def test_gpu_config_composes_with_a_dataset_config(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.gpu
+@pytest.mark.slow  # real captchas: the fast suite needs no ../shared
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_config_trains_a_few_steps(captcha_dir: Path, tmp_path: Path):
     cli = main(

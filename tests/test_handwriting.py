@@ -14,8 +14,7 @@ from htr.data.transforms import WidthScale, handwriting_augmentation
 from htr.lit_module import HTRLitModule
 from htr.models.crnn import CRNN
 from htr.preprocessing import to_tensor
-from tests.data.conftest import make_iam_tree
-from tests.data.test_iam import _datamodule
+from tests.helpers import iam_datamodule
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -58,17 +57,12 @@ def test_width_scale_keeps_height_and_scales_width_within_range():
     assert out.shape == (32, round(image.shape[1] * 0.5))
 
 
-@pytest.fixture(scope="module")
-def iam_root(tmp_path_factory):
-    return make_iam_tree(tmp_path_factory.mktemp("iam"))
-
-
 def test_datamodule_selects_handwriting_augmentation(iam_root):
-    dm = _datamodule(iam_root, augment=True, augmentation="handwriting")
+    dm = iam_datamodule(iam_root, augment=True, augmentation="handwriting")
     dm.setup("fit")
     names = {type(t).__name__ for t in dm.datasets["train"].augment.transforms}
     assert {"WidthScale", "Affine"} <= names and dm.datasets["val"].augment is None
-    text_dm = _datamodule(iam_root, augment=True)  # default: the mild text augmentation captchas use
+    text_dm = iam_datamodule(iam_root, augment=True)  # default: the mild text augmentation captchas use
     text_dm.setup("fit")
     assert "WidthScale" not in {type(t).__name__ for t in text_dm.datasets["train"].augment.transforms}
 

@@ -1,4 +1,4 @@
-"""The non-finite loss guard, on real captcha batches of which one is made NaN."""
+"""The non-finite loss guard, on generated captcha batches of which one is made NaN."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from htr.lit_module import HTRLitModule
 from htr.models import CRNN
 
 
-def _module_and_batches(captcha_dir: Path, nonfinite_loss: str) -> tuple[HTRLitModule, list[Batch]]:
-    """A tiny CRNN and three real training batches, the second with NaN pixels in one image."""
-    datamodule = CaptchaDataModule(data_dir=str(captcha_dir), batch_size=4, augment=False, trim_margins=True)
+def _module_and_batches(captcha_files: Path, nonfinite_loss: str) -> tuple[HTRLitModule, list[Batch]]:
+    """A tiny CRNN and three training batches, the second with NaN pixels in one image."""
+    datamodule = CaptchaDataModule(data_dir=str(captcha_files), batch_size=4, augment=False, trim_margins=True)
     datamodule.setup("fit")
     loader = iter(datamodule.train_dataloader())
     batches = [next(loader) for _ in range(3)]
@@ -39,8 +39,8 @@ def _fit(module: HTRLitModule, batches: list[Batch]) -> Trainer:
     return trainer
 
 
-def test_nonfinite_batch_is_skipped_and_counted(captcha_dir: Path):
-    module, batches = _module_and_batches(captcha_dir, "skip")
+def test_nonfinite_batch_is_skipped_and_counted(captcha_files: Path):
+    module, batches = _module_and_batches(captcha_files, "skip")
     trainer = _fit(module, batches)
     assert float(trainer.callback_metrics["train/skipped_batches"]) == 1
     optimizer = trainer.optimizers[0]
@@ -49,7 +49,7 @@ def test_nonfinite_batch_is_skipped_and_counted(captcha_dir: Path):
     assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
 
 
-def test_nonfinite_batch_stops_training_with_its_step_and_texts(captcha_dir: Path):
-    module, batches = _module_and_batches(captcha_dir, "raise")
+def test_nonfinite_batch_stops_training_with_its_step_and_texts(captcha_files: Path):
+    module, batches = _module_and_batches(captcha_files, "raise")
     with pytest.raises(FloatingPointError, match=rf"step 1 .*{batches[1].texts[0]}"):
         _fit(module, batches)

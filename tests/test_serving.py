@@ -23,8 +23,7 @@ from htr.loading import load_model
 from htr.model_store import ModelNotFoundError
 from htr.pyfunc import BadPayloadError
 from tests.conftest import REPO_ROOT
-from tests.data.test_images import blank_png
-from tests.test_tracking import VENV_BIN, _free_port, _server_env, _start, _stop
+from tests.helpers import VENV_BIN, blank_png, free_port, server_env, start_server, stop_server
 
 MODEL = "htr-serving"
 
@@ -108,9 +107,9 @@ def test_registry_lookups_do_not_depend_on_the_working_directory(registered, tmp
 
 @pytest.mark.slow
 def test_served_model_refuses_paths_and_oversized_images_and_stays_up(registered, captcha_files, tmp_path):
-    port = _free_port()
-    env = {**_server_env(), "MLFLOW_TRACKING_URI": MlflowClient().tracking_uri}
-    server = _start(
+    port = free_port()
+    env = {**server_env(), "MLFLOW_TRACKING_URI": MlflowClient().tracking_uri}
+    server = start_server(
         [str(VENV_BIN / "mlflow"), "models", "serve", "-m", registered, "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port)],
         env,
@@ -137,4 +136,4 @@ def test_served_model_refuses_paths_and_oversized_images_and_stays_up(registered
         status, answer = post([_b64(sorted(captcha_files.glob("*.png"))[0])])
         assert status == 200 and len(answer["predictions"]) == 1
     finally:
-        _stop(server)
+        stop_server(server)

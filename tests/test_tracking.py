@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,16 +32,9 @@ from htr.tracking import (
     resolve_tracking_uri,
     store_dir,
 )
+from tests.helpers import REPO_ROOT, VENV_BIN, free_port, server_env, start_server, stop_server
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CAPTCHA_CONFIG = REPO_ROOT / "configs" / "captcha.yaml"
-VENV_BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _tiny_fit(captcha_dir: Path, root: Path, tracking_uri: str, experiment: str, *extra: str) -> None:
@@ -106,11 +97,11 @@ def test_default_store_is_anchored_to_the_project_not_the_cwd(
     assert not (tmp_path / "mlruns").exists()
 
 
-def test_unreachable_server_fails_before_training(captcha_dir: Path, tmp_path: Path):
-    server = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+def test_unreachable_server_fails_before_training(captcha_files: Path, tmp_path: Path):
+    server = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     with pytest.raises(TrackingServerUnreachableError, match=f"{server} is unreachable"):
-        _tiny_fit(captcha_dir, tmp_path, server, "unreachable")
+        _tiny_fit(captcha_files, tmp_path, server, "unreachable")
     assert time.monotonic() - started < 30
     assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained
     with pytest.warns(UserWarning, match="Falling back to"):
@@ -154,7 +145,9 @@ def test_best_checkpoint_registered_as_champion_with_signature(trained: dict):
 
 @pytest.mark.slow
 def test_champion_reloads_in_a_fresh_process_like_the_checkpoint(trained: dict, images: list[Path]):
-    expected = [tuple(t) for t in load_model(trained["checkpoint"]).transcribe(images)]
+    expected = [
+        [t.text, t.confidence, list(t.char_confidences)] for t in load_model(trained["checkpoint"]).transcribe(images)
+    ]
     script = f"""
 import json, sys, mlflow, pandas as pd
 import htr
@@ -170,9 +163,9 @@ print(json.dumps({{"by_name": by_name, "pyfunc": pyfunc.values.tolist()}}))
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert [tuple(r) for r in result["by_name"]] == expected
-    assert [text for text, _ in result["pyfunc"]] == [text for text, _ in expected]
-    assert [c for _, c in result["pyfunc"]] == pytest.approx([c for _, c in expected])  # via pandas float64
+    assert result["by_name"] == expected  # JSON: Transcription tuples come back as lists
+    assert [text for text, _ in result["pyfunc"]] == [text for text, _, _ in expected]
+    assert [c for _, c in result["pyfunc"]] == pytest.approx([c for _, c, _ in expected])  # via pandas float64
 
 
 @pytest.mark.slow
@@ -246,49 +239,14 @@ def test_a_worse_run_does_not_take_the_champion_alias(store: str, captcha_dir: P
     assert "does not beat 'champion' (version 1)" in second.tags["champion_decision"]
 
 
-def _start(command: list[str], env: dict[str, str], health_url: str, timeout: float = 120) -> subprocess.Popen:
-    """Start a server in its own process group and wait until ``health_url`` answers 200."""
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{command[:3]} exited with {process.returncode}: {process.stderr.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(health_url, timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
-    _stop(process)
-    raise TimeoutError(f"{command[:3]} did not answer {health_url} within {timeout} s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop a server started by ``_start`` and its workers (its process group, whose id is its PID)."""
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _server_env() -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}  # serve runs uvicorn from PATH
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    return env
-
-
 @pytest.mark.slow
 def test_training_against_an_mlflow_server(captcha_dir: Path, tmp_path: Path):
-    port = _free_port()
-    server = _start(
+    port = free_port()
+    server = start_server(
         [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "-w", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
          str(tmp_path / "artifacts")],
-        _server_env(),
+        server_env(),
         f"http://127.0.0.1:{port}/health",
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
@@ -300,16 +258,16 @@ def test_training_against_an_mlflow_server(captcha_dir: Path, tmp_path: Path):
         assert str(client.get_model_version_by_alias("htr-served", "champion").version) == "1"
         assert list((tmp_path / "artifacts").rglob("model.ckpt"))  # uploaded through the server
     finally:
-        _stop(server)
+        stop_server(server)
     assert server.returncode is not None
 
 
 @pytest.mark.slow
 def test_served_model_transcribes_over_http_and_rejects_non_images(trained: dict, images: list[Path]):
-    port = _free_port()
-    env = {**_server_env(), "MLFLOW_TRACKING_URI": trained["client"].tracking_uri}
+    port = free_port()
+    env = {**server_env(), "MLFLOW_TRACKING_URI": trained["client"].tracking_uri}
     uri = f"models:/{trained['model']}@champion"
-    server = _start(
+    server = start_server(
         [str(VENV_BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port)],
         env,
@@ -337,4 +295,4 @@ def test_served_model_transcribes_over_http_and_rejects_non_images(trained: dict
         assert status == 400
         assert "not a usable PNG/JPEG" in answer["message"]
     finally:
-        _stop(server)
+        stop_server(server)

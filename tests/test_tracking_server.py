@@ -17,8 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import REPO_ROOT
-from tests.test_distributed import TINY
-from tests.test_tracking import VENV_BIN, _free_port, _server_env, _start, _stop
+from tests.helpers import TINY_FIT, VENV_BIN, free_port, server_env, start_server, stop_server
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 INITDB = shutil.which("initdb") or (str(PG_BIN / "initdb") if PG_BIN else None)
@@ -42,7 +41,7 @@ def postgres() -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="htr-pg-"))  # not pytest's tmp_path: the postgres user must own it
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
-    data, port, bin_dir = folder / "data", _free_port(), Path(INITDB).resolve().parent
+    data, port, bin_dir = folder / "data", free_port(), Path(INITDB).resolve().parent
     run = {"check": True, "capture_output": True, "timeout": 120}
     subprocess.run(_as_db_user([INITDB, "-D", str(data), "-U", "htr", "-A", "trust", "--no-sync"]), **run)
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
@@ -61,11 +60,11 @@ def postgres() -> Iterator[str]:
 def test_two_concurrent_runs_land_complete_on_a_postgres_backed_server(
     postgres: str, captcha_dir: Path, tmp_path: Path
 ):
-    port = _free_port()
-    server = _start(
+    port = free_port()
+    server = start_server(
         [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "-w", "2",
          "--backend-store-uri", postgres, "--artifacts-destination", str(tmp_path / "artifacts")],
-        _server_env(),
+        server_env(),
         f"http://127.0.0.1:{port}/health",
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
@@ -78,7 +77,7 @@ def test_two_concurrent_runs_land_complete_on_a_postgres_backed_server(
                     "-m",
                     "htr.cli",
                     "fit",
-                    *TINY,
+                    *TINY_FIT,
                     "--data.init_args.data_dir",
                     str(captcha_dir),
                     "--trainer.default_root_dir",
@@ -122,4 +121,4 @@ def test_two_concurrent_runs_land_complete_on_a_postgres_backed_server(
         assert {v.run_id for v in versions} == {run.info.run_id for run in found}
         assert len(list((tmp_path / "artifacts").rglob("model.ckpt"))) == 2  # uploaded through the server
     finally:
-        _stop(server)
+        stop_server(server)

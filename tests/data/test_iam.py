@@ -8,7 +8,6 @@ import torch
 from htr.cli import main
 from htr.data.download import DatasetUnavailableError
 from htr.data.iam import (
-    IAMDataModule,
     IAMSample,
     decode_text,
     line_id,
@@ -20,12 +19,7 @@ from htr.data.sampler import BucketBatchSampler
 from htr.decoding import min_ctc_steps
 from htr.models.crnn import CRNN
 from tests.conftest import REPO_ROOT
-from tests.data.conftest import GRAYLEVEL, LINES, WRITERS
-
-
-def _datamodule(root: Path, **kwargs) -> IAMDataModule:
-    kwargs = {"height": 32, "batch_size": 4, "time_stride": 4, "augment": False, **kwargs}
-    return IAMDataModule(data_dir=str(root), **kwargs)
+from tests.helpers import GRAYLEVEL, LINES, WRITERS, iam_datamodule
 
 
 def _ids(samples) -> set[str]:
@@ -63,7 +57,7 @@ def test_malformed_record_names_file_and_line(tmp_path):
 
 
 def test_rwth_split_membership_and_counts(iam_root):
-    dm = _datamodule(iam_root)
+    dm = iam_datamodule(iam_root)
     splits = dm._splits
     assert dm.split_used == "rwth"
     assert _ids(splits["train"]) == {line for line, _, _ in LINES if line.startswith("a01")}
@@ -76,8 +70,8 @@ def test_rwth_split_membership_and_counts(iam_root):
 
 
 def test_words_follow_the_split_of_their_line(iam_root):
-    lines = _datamodule(iam_root)._splits
-    words_dm = _datamodule(iam_root, level="words")
+    lines = iam_datamodule(iam_root)._splits
+    words_dm = iam_datamodule(iam_root, level="words")
     words = words_dm._splits
     stage_of_line = {s.id: stage for stage, samples in lines.items() for s in samples}
     for stage, samples in words.items():
@@ -95,7 +89,7 @@ def test_split_lists_match_form_ids_and_reject_overlap():
 
 
 def test_writer_split_without_lists_keeps_writers_apart(iam_root_no_lists):
-    dm = _datamodule(iam_root_no_lists, writer_fractions=(0.5, 0.25, 0.25))
+    dm = iam_datamodule(iam_root_no_lists, writer_fractions=(0.5, 0.25, 0.25))
     splits = dm._splits
     assert dm.split_used == "writers"
     writers = {stage: {s.writer for s in samples} for stage, samples in splits.items()}
@@ -106,18 +100,18 @@ def test_writer_split_without_lists_keeps_writers_apart(iam_root_no_lists):
 
 def test_explicit_split_without_its_lists_fails(iam_root_no_lists):
     with pytest.raises(DatasetUnavailableError, match="split 'official': no complete set of lists"):
-        _datamodule(iam_root_no_lists, split="official")._splits  # noqa: B018
+        iam_datamodule(iam_root_no_lists, split="official")._splits  # noqa: B018
 
 
 def test_broken_image_is_skipped_with_a_count(iam_root, caplog):
-    dm = _datamodule(iam_root)
+    dm = iam_datamodule(iam_root)
     dm.setup()
     assert len(dm.datasets["val"]) == 1  # b02-010-01 is not a PNG
     assert "skipped 1 of 2 samples" in caplog.text and "b02-010-01.png" in caplog.text
 
 
 def test_filters_by_text_length_and_aspect_are_counted(iam_root):
-    dm = _datamodule(iam_root, max_text_length=16, max_aspect=7.0)
+    dm = iam_datamodule(iam_root, max_text_length=16, max_aspect=7.0)
     dm._splits  # noqa: B018
     long_texts = sum(len(" ".join(t)) > 16 for line, _, t in LINES if line != "c03-020-01")
     assert dm.counts["text_too_long"] == long_texts > 0
@@ -126,7 +120,7 @@ def test_filters_by_text_length_and_aspect_are_counted(iam_root):
 
 def test_missing_data_says_what_to_download(tmp_path):
     with pytest.raises(DatasetUnavailableError) as error:
-        _datamodule(tmp_path / "iam")._splits  # noqa: B018
+        iam_datamodule(tmp_path / "iam")._splits  # noqa: B018
     message = str(error.value)
     assert "ascii.tgz" in message and "lines.tgz" in message and str(tmp_path / "iam") in message
 
@@ -140,7 +134,7 @@ def test_prepare_data_unpacks_iam_archives(iam_root, tmp_path):
     with tarfile.open(target / "lines.tgz", "w:gz") as tar:
         for form_group in sorted((iam_root / "lines").iterdir()):
             tar.add(form_group, arcname=form_group.name)
-    dm = _datamodule(target)
+    dm = iam_datamodule(target)
     dm.prepare_data()
     assert (target / "ascii" / "lines.txt").is_file() and (target / "lines" / "a01" / "a01-000u").is_dir()
     assert dm.split_used == "writers" and sum(map(len, dm._splits.values())) == len(LINES) - 1
@@ -162,7 +156,7 @@ def test_bucket_sampler_covers_every_index_once_with_tight_batches():
 
 
 def test_ctc_gets_each_samples_true_length(iam_root):
-    dm = _datamodule(iam_root, batch_size=6)
+    dm = iam_datamodule(iam_root, batch_size=6)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     net = CRNN(dm.num_classes, height=32, channels=(4, 8, 8, 8), pools=((2, 2), (2, 2), (2, 1), (2, 1)))
@@ -209,6 +203,7 @@ def test_data_stats_command(iam_root, tmp_path, capsys):
     assert out.stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_real_lines_parse(real_iam):
     records = parse_ascii(real_iam / "ascii" / "lines.txt", "lines")
     assert len(records) == 876 and sum(not r.ok for r in records) == 89
@@ -217,16 +212,18 @@ def test_real_lines_parse(real_iam):
     assert len({writers[r.id.rsplit("-", 1)[0]] for r in records}) == 38
 
 
+@pytest.mark.slow
 def test_real_standard_splits_count_absent_lines(real_iam):
-    rwth = _datamodule(real_iam, split="rwth")
+    rwth = iam_datamodule(real_iam, split="rwth")
     assert {k: len(v) for k, v in rwth._splits.items()} == {"train": 876, "val": 0, "test": 0}
     assert (rwth.counts["absent_train"], rwth.counts["absent_val"], rwth.counts["absent_test"]) == (5606, 976, 2915)
-    official = _datamodule(real_iam, split="official")
+    official = iam_datamodule(real_iam, split="official")
     assert len(official._splits["train"]) == 837 and official.counts["unlisted"] == 39
 
 
+@pytest.mark.slow
 def test_real_auto_split_is_writer_disjoint(real_iam):
-    dm = _datamodule(real_iam)
+    dm = iam_datamodule(real_iam)
     splits = dm._splits
     assert dm.split_used == "writers"
     writers = [{s.writer for s in splits[stage]} for stage in ("train", "val", "test")]

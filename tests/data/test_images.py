@@ -2,10 +2,7 @@ import io
 import logging
 import os
 import shutil
-import struct
 import time
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +11,7 @@ from PIL import Image
 from htr.data.captcha import CaptchaDataModule
 from htr.data.dataset import BadSamplesError
 from htr.data.images import BadImageError, ImageLimits, load_gray, read_gray
+from tests.helpers import blank_png
 
 
 def test_reads_rgba_palette_and_16_bit_as_8_bit_gray(tmp_path):
@@ -34,10 +32,10 @@ def test_reads_rgba_palette_and_16_bit_as_8_bit_gray(tmp_path):
     ("content", "reason"),
     [(b"", "identify"), (b"not an image at all", "identify"), (None, "decode")],
 )
-def test_bad_files_name_the_file_and_reason(tmp_path, captcha_dir, content, reason):
+def test_bad_files_name_the_file_and_reason(tmp_path, captcha_png, content, reason):
     path = tmp_path / "bad.png"
     if content is None:  # a real PNG cut in half
-        content = (captcha_dir / "226md.png").read_bytes()[:400]
+        content = captcha_png.read_bytes()[:400]
     path.write_bytes(content)
     with pytest.raises(BadImageError, match=reason) as error:
         read_gray(path)
@@ -47,23 +45,6 @@ def test_bad_files_name_the_file_and_reason(tmp_path, captcha_dir, content, reas
 def test_missing_file(tmp_path):
     with pytest.raises(BadImageError, match="not found"):
         read_gray(tmp_path / "nope.png")
-
-
-def blank_png(path: Path, width: int, height: int) -> Path:
-    """A valid white 1-bit PNG of any declared size, a few kB on disk: the zlib stream of a blank image is tiny.
-
-    Written by hand so that a 14000x14000 image costs ~25 MB of zeros to compress, not 196 MB of pixels.
-    """
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = b"\x00" + b"\xff" * ((width + 7) // 8)  # filter byte, then white pixels
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grayscale
-    compressor = zlib.compressobj(9)
-    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
-    return path
 
 
 @pytest.mark.parametrize("side", [14_000, 12_000])  # beyond Pillow's bomb limit, and between its warning and error
@@ -132,13 +113,6 @@ def test_arrays_in_every_range_give_the_same_gray():
 def test_arrays_that_would_read_wrong_are_refused_with_their_shape_or_range(array, reason):
     with pytest.raises(BadImageError, match=reason):
         load_gray(array)
-
-
-@pytest.fixture
-def captcha_copy(captcha_files: Path, tmp_path: Path) -> Path:
-    folder = tmp_path / "captchas"
-    shutil.copytree(captcha_files, folder)
-    return folder
 
 
 def test_a_huge_training_image_is_a_named_error_or_a_counted_skip(captcha_copy, caplog):

@@ -5,8 +5,8 @@ from htr.data.transforms import StrikeLine, train_augmentation
 from htr.preprocessing import resize_to_height, trim_margins
 
 
-def test_strike_line_crosses_the_text_in_dark_ink(captcha_dir):
-    image = resize_to_height(trim_margins(cv2.imread(str(captcha_dir / "2b827.png"), cv2.IMREAD_GRAYSCALE)), 32)
+def test_strike_line_crosses_the_text_in_dark_ink(captcha_png):
+    image = resize_to_height(trim_margins(cv2.imread(str(captcha_png), cv2.IMREAD_GRAYSCALE)), 32)
     for seed in range(5):  # seeded: an unseeded line could start on ink that is already dark
         line = StrikeLine(p=1.0)
         line.set_random_seed(seed)
@@ -18,7 +18,7 @@ def test_strike_line_crosses_the_text_in_dark_ink(captcha_dir):
     assert np.array_equal(StrikeLine(p=0.0)(image=image)["image"], image)
 
 
-def test_train_augmentation_with_a_seed_repeats_its_lines(captcha_dir):
-    image = resize_to_height(cv2.imread(str(captcha_dir / "2b827.png"), cv2.IMREAD_GRAYSCALE), 32)
+def test_train_augmentation_with_a_seed_repeats_its_lines(captcha_png):
+    image = resize_to_height(cv2.imread(str(captcha_png), cv2.IMREAD_GRAYSCALE), 32)
     first, second = train_augmentation(3, strike_lines=1.0), train_augmentation(3, strike_lines=1.0)
     assert all(np.array_equal(first(image=image)["image"], second(image=image)["image"]) for _ in range(3))
