@@ -12,6 +12,7 @@ from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from htr import tracking
 from htr.checkpoint import CheckpointError, ResumeError
+from htr.console import EpochLines, quiet_third_party
 from htr.data.datamodule import TextImageDataModule
 from htr.data.dataset import BadSamplesError
 from htr.data.download import DatasetUnavailableError
@@ -97,6 +98,8 @@ def build_cli(args: ArgsType = None, run: bool = True) -> HTRCLI:
         trainer_defaults={
             "logger": {"class_path": "htr.tracking.MLFlowLogger"},
             "plugins": {"class_path": "htr.checkpoint.AtomicCheckpointIO"},  # a kill never truncates last.ckpt
+            "enable_progress_bar": sys.stdout.isatty(),  # Lightning's tqdm draws on stdout; a file gets EpochLines
+            "callbacks": [EpochLines()],  # silent while a progress bar shows
         },
         parser_kwargs={"description": DESCRIPTION, "formatter_class": _HelpFormatter},
         args=args,
@@ -106,6 +109,7 @@ def build_cli(args: ArgsType = None, run: bool = True) -> HTRCLI:
 
 def main(args: ArgsType = None) -> HTRCLI | None:
     """Entry point of the ``htr`` console script; ``args`` replaces ``sys.argv[1:]`` (for tests)."""
+    quiet_third_party()
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["transcribe"]:
         from htr.transcribe import main as transcribe
