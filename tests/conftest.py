@@ -7,10 +7,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would a
 
 import pytest  # noqa: E402
 
-from tests.helpers import REPO_ROOT, make_captchas, make_iam_tree  # noqa: E402
+from tests.helpers import SHARED_DATA, make_captchas, make_iam_tree  # noqa: E402
 
-# Real data beside the checkout; only slow tests read it (HTR_TEST_SHARED_DATA=/nonexistent checks that).
-SHARED_DATA = Path(os.environ.get("HTR_TEST_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 CAPTCHA_DIR = SHARED_DATA / "captcha_images_v2"
 REAL_IAM = SHARED_DATA / "iam"
 REAL_DATA_FIXTURES = {"captcha_dir", "real_iam"}  # the fixtures that read SHARED_DATA

@@ -20,6 +20,8 @@ from PIL import Image, ImageDraw, ImageFont
 from htr.data.iam import IAMDataModule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Real data beside the checkout; only slow tests read it (HTR_TEST_SHARED_DATA=/nonexistent checks that).
+SHARED_DATA = Path(os.environ.get("HTR_TEST_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 VENV_BIN = Path(sys.executable).parent
 CAPTCHA_SYMBOLS = "2345678bcdefgmnpwxy"  # those of the real captcha set
 TINY_NET = ["--model.net.init_args.channels", "[8, 16, 16, 16]", "--model.net.init_args.rnn_hidden", "16"]

@@ -132,7 +132,7 @@ def test_decoder_and_lm_are_configured_tracked_and_registered(captcha_files, tmp
 
     from htr.cli import main
     from htr.lit_module import HTRLitModule
-    from tests.conftest import REPO_ROOT
+    from tests.helpers import REPO_ROOT
 
     data = ["--config", str(REPO_ROOT / "configs/captcha.yaml"), "--data.data_dir", str(captcha_files)]
     lm = tmp_path / "train.arpa"

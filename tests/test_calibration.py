@@ -25,7 +25,7 @@ from htr.calibration import (
 from htr.cli import HTRCLI, main
 from htr.inference import Recognizer
 from htr.lit_module import HTRLitModule
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 ALPHABET = Alphabet("abc")
 

@@ -8,8 +8,7 @@ import htr
 from htr.cli import main
 from htr.figures import FiguresCallback
 from htr.lit_module import HTRLitModule
-from tests.conftest import REPO_ROOT
-from tests.helpers import TINY_RUN
+from tests.helpers import REPO_ROOT, TINY_RUN
 
 
 @pytest.fixture(scope="module")

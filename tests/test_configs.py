@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from htr.cli import main
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 DATASET_CONFIGS = sorted(p for p in (REPO_ROOT / "configs").glob("*.yaml") if "data" in yaml.safe_load(p.read_text()))
 SHARED = [c["class_path"] for c in yaml.safe_load((REPO_ROOT / "configs" / "callbacks.yaml").read_text())]

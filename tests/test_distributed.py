@@ -20,8 +20,7 @@ from mlflow import MlflowClient
 
 from htr.data.captcha import CaptchaDataModule
 from htr.tracking import resolve_tracking_uri
-from tests.conftest import REPO_ROOT
-from tests.helpers import TINY_FIT, free_port
+from tests.helpers import REPO_ROOT, TINY_FIT, free_port
 
 
 def _fit_command(captcha_dir: Path, root: Path, experiment: str, *extra: str) -> list[str]:

@@ -19,8 +19,7 @@ from htr.checkpoint import AtomicCheckpointIO, CheckpointError, read_checkpoint
 from htr.cli import HTRCLI, main, run
 from htr.data.images import BadImageError
 from htr.loading import load_model
-from tests.conftest import REPO_ROOT
-from tests.helpers import blank_png, free_port
+from tests.helpers import REPO_ROOT, blank_png, free_port
 
 CONFIG = str(REPO_ROOT / "configs" / "captcha.yaml")
 TINY = [

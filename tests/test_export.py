@@ -20,8 +20,7 @@ from htr.lit_module import HTRLitModule
 from htr.loading import load_model
 from htr.preprocessing import Preprocessing
 from htr.pyfunc import CHECKPOINT_ARTIFACT, MODEL_CONFIG, ONNX_ARTIFACT
-from tests.conftest import REPO_ROOT
-from tests.helpers import CAPTCHA_SYMBOLS
+from tests.helpers import CAPTCHA_SYMBOLS, REPO_ROOT
 
 # (batch, padded width): widths below the padded one are drawn per sample, since the model masks by width.
 SHAPES = [(1, 36), (3, 90), (8, 333), (64, 160)]

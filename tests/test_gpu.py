@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from htr.cli import main
-from tests.conftest import REPO_ROOT
-from tests.helpers import TINY_RUN
+from tests.helpers import REPO_ROOT, TINY_RUN
 
 GPU_CONFIG = [
     "--config",

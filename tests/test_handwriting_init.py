@@ -7,8 +7,7 @@ from htr.cli import build_cli
 from htr.lit_module import HTRLitModule
 from htr.models.crnn import CRNN
 from htr.models.transfer import load_transferred
-from tests.conftest import REPO_ROOT
-from tests.helpers import make_iam_tree
+from tests.helpers import REPO_ROOT, make_iam_tree
 
 SMALL = {"height": 32, "channels": [4, 8, 8, 8], "rnn_hidden": 8, "rnn_layers": 1, "shortcut_head": True}
 

@@ -7,7 +7,7 @@ from flashlight.lib.text.dictionary import Dictionary
 
 from htr.cli import main
 from htr.lm import SPACE_TOKEN, UNK, build_arpa, kneser_ney, lm_token
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 TEXTS = ["the cat sat", "the hat", "a cat ate the rat", "that is that"]
 VOCABULARY = "acehirstx "  # "x" never occurs in TEXTS

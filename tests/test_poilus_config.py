@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 
 from htr.cli import main
 from htr.data.pages import PageDataModule
-from tests.conftest import REPO_ROOT
 from tests.data.page_fixtures import make_pages
+from tests.helpers import REPO_ROOT
 
 CONFIG = REPO_ROOT / "configs" / "poilus.yaml"
 

@@ -22,8 +22,7 @@ from htr.cli import main
 from htr.loading import load_model
 from htr.model_store import ModelNotFoundError
 from htr.pyfunc import BadPayloadError
-from tests.conftest import REPO_ROOT
-from tests.helpers import VENV_BIN, blank_png, free_port, server_env, start_server, stop_server
+from tests.helpers import REPO_ROOT, VENV_BIN, blank_png, free_port, server_env, start_server, stop_server
 
 MODEL = "htr-serving"
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO_ROOT
-from tests.helpers import TINY_FIT, VENV_BIN, free_port, server_env, start_server, stop_server
+from tests.helpers import REPO_ROOT, TINY_FIT, VENV_BIN, free_port, server_env, start_server, stop_server
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 INITDB = shutil.which("initdb") or (str(PG_BIN / "initdb") if PG_BIN else None)

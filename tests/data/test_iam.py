@@ -18,8 +18,7 @@ from htr.data.iam import (
 from htr.data.sampler import BucketBatchSampler
 from htr.decoding import min_ctc_steps
 from htr.models.crnn import CRNN
-from tests.conftest import REPO_ROOT
-from tests.helpers import GRAYLEVEL, LINES, WRITERS, iam_datamodule
+from tests.helpers import GRAYLEVEL, LINES, REPO_ROOT, WRITERS, iam_datamodule
 
 
 def _ids(samples) -> set[str]:
@@ -170,7 +169,8 @@ def test_ctc_gets_each_samples_true_length(iam_root):
     assert torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("config", ["iam_lines.yaml", "iam_words.yaml"])
+# ~10 s each, most of it the figures drawn at fit end: the word config is a slow test, the fast loop keeps one.
+@pytest.mark.parametrize("config", ["iam_lines.yaml", pytest.param("iam_words.yaml", marks=pytest.mark.slow)])
 def test_fit_through_cli_on_iam_layout(config, iam_root, tmp_path):
     cli = main([
         "fit", "--config", str(REPO_ROOT / "configs" / config),

@@ -13,8 +13,8 @@ from htr.data.lines import LINE_SUFFIX, LineFolderDataModule
 from htr.data.page_xml import BadPageError, BadPagesError, PageLine, find_xml, parse_page
 from htr.data.pages import PageDataModule
 from htr.page_output import LinePrediction, line_records, transcribed_xml, write_page_xml
-from tests.conftest import SHARED_DATA
 from tests.data.page_fixtures import INK, PAPER, SLANT, make_pages, render_line
+from tests.helpers import SHARED_DATA
 
 POILUS = SHARED_DATA / "poilus" / "pages"
 GOOD = ["doc1_p001", "doc1_p002", "doc2_p001", "doc2_p002", "doc3_p001"]
