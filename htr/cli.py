@@ -21,6 +21,7 @@ from htr.lit_module import HTRLitModule, init_charset
 from htr.model_store import ModelNotFoundError
 from htr.models.crnn import time_stride
 from htr.registry import register_best
+from htr.transcribe import ModelLoadError
 
 DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
 
@@ -40,7 +41,7 @@ DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
 
 # Failures a user causes and can fix; each message names the file, folder or server and what to do.
 EXPECTED_ERRORS = (BadImageError, BadSamplesError, DatasetUnavailableError, CheckpointError, ResumeError,
-                   tracking.TrackingServerUnreachableError, ModelNotFoundError)  # fmt: skip
+                   tracking.TrackingServerUnreachableError, ModelNotFoundError, ModelLoadError)  # fmt: skip
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):

@@ -18,6 +18,11 @@ from htr.transcribe_pages import is_page_source, transcribe_xml_files
 OutputFormat = Literal["text", "jsonl", "csv"]
 
 
+class ModelLoadError(ValueError):
+    """``--model`` names no usable model; ``htr`` prints the reason as one line, not argparse's usage text (the
+    arguments were well formed: the file, registry name or store is what is wrong)."""
+
+
 def _image_files(paths: Sequence[str]) -> list[Path]:
     files: list[Path] = []
     for name in paths:

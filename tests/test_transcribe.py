@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from htr.cli import main
+from htr.cli import main, run
 from htr.decoding import Transcription
 from htr.export import export_onnx, load_onnx
 from htr.inference import Recognizer
@@ -97,6 +97,14 @@ def test_command_writes_what_the_recognizer_finds(
         assert [float(row[2]) for row in rows] == pytest.approx([r.confidence for r in expected], rel=1e-5)
 
 
-def test_command_refuses_an_onnx_model_on_the_torch_backend(onnx_model: Path, captcha_files: Path):
-    with pytest.raises(SystemExit):  # argparse's usage error, with load_model's reason
-        main(["transcribe", "--model", str(onnx_model), "--backend", "torch", str(captcha_files)])
+def test_models_that_do_not_load_are_one_error_line(onnx_model: Path, captcha_files: Path, tmp_path: Path, capsys):
+    cases = [  # (--model and its options, the reason named)
+        ([str(onnx_model), "--backend", "torch"], "is an ONNX export: load it with backend='onnx'"),
+        ([str(tmp_path / "missing.ckpt")], f"no checkpoint at {tmp_path / 'missing.ckpt'}"),
+        (["models:/no-such-model@champion"], "no-such-model"),
+    ]
+    for model, reason in cases:
+        with pytest.raises(SystemExit) as exit_:
+            run(["transcribe", "--model", *model, str(captcha_files)])
+        assert str(exit_.value.code).startswith("htr: error: --model: ") and reason in exit_.value.code, model
+        assert capsys.readouterr().err == ""  # no argparse usage text
