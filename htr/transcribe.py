@@ -110,7 +110,7 @@ def main(args: Sequence[str] | None = None) -> None:
     try:
         recognizer = load_model(options.model, backend=options.backend)
     except (FileNotFoundError, LookupError, ValueError) as error:  # LookupError: htr.model_store.ModelNotFoundError
-        parser.error(str(error))
+        raise ModelLoadError(f"--model: {error}") from error
     if options.decoder == "beam" or options.lm is not None:
         from htr.beam import BeamSearchDecoder  # flashlight-text, only when asked for
 
