@@ -14,7 +14,7 @@ from htr.data.page_xml import BadPageError, BadPagesError, PageLine, find_xml, p
 from htr.data.pages import PageDataModule
 from htr.page_output import LinePrediction, line_records, transcribed_xml, write_page_xml
 from tests.data.page_fixtures import INK, PAPER, SLANT, make_pages, render_line
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, blank_png
 
 POILUS = SHARED_DATA / "poilus" / "pages"
 GOOD = ["doc1_p001", "doc1_p002", "doc2_p001", "doc2_p002", "doc3_p001"]
@@ -129,6 +129,16 @@ def test_exif_16_bit_and_rgba_pages_cut_like_plain_ones(pages_dir: Path, stem: s
     cut = cut_line(gray, page.lines[0], page.size)
     assert cut.shape == np.asarray(render_line("first line")).shape
     assert _ink_rows(cut) >= 15 and np.median(cut) > 200  # upright text on light paper
+
+
+def test_page_images_pass_the_image_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    a4_300_dpi = read_page(blank_png(tmp_path / "a4.png", 2480, 3508))  # 8.7 M pixels: a usual scan
+    assert a4_300_dpi.shape == (3508, 2480)
+    bomb = blank_png(tmp_path / "bomb.png", 8000, 6000)  # 48 M pixels declared, 12 kB on disk
+    with pytest.raises(BadPageError, match=r"bomb.png: page image 8000x6000 pixels is over the limit of 40,000,000"):
+        read_page(bomb)
+    monkeypatch.setenv("HTR_MAX_IMAGE_PIXELS", str(8000 * 6000))
+    assert read_page(bomb).shape == (6000, 8000)
 
 
 @pytest.mark.parametrize(
