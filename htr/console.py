@@ -34,6 +34,8 @@ QUIET_RECORDS: tuple[tuple[str, str], ...] = (
     ("lightning.pytorch.utilities.rank_zero", r"Tip: For seamless cloud logging"),
     # Lightning counting the batches of an epoch for OneCycleLR's total steps: an internal step.
     ("lightning.pytorch.utilities.rank_zero", r"Loading `train_dataloader` to estimate number of stepping batches"),
+    # The first run of an experiment creates it, as intended; "not found" reads like an error.
+    ("lightning.pytorch.loggers.mlflow", r"Experiment with name .* not found\. Creating it\."),
     # MLflow creating or migrating its sqlite store on first use: nothing to do, the store works after it.
     ("mlflow.store.db.utils", r"Creating initial MLflow database tables|Updating database tables"),
     # MLflow checking, at registration, the input example that htr.registry itself wrote.

@@ -15,7 +15,7 @@ from tests.helpers import REPO_ROOT, TINY_NET
 # What a `make train > log 2>&1` used to hold beside the metrics.
 NOISE = [
     "Tip:", "litlogger", "LeafSpec", "args parameter is intended", "Creating initial MLflow database tables",
-    "Validating input example", "Downloading artifacts", "estimate number of stepping batches",
+    "Validating input example", "Downloading artifacts", "estimate number of stepping batches", "not found. Creating",
 ]  # fmt: skip
 
 
