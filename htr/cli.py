@@ -90,6 +90,7 @@ class HTRCLI(LightningCLI):
 def build_cli(args: ArgsType = None, run: bool = True) -> HTRCLI:
     """The training CLI with htr's defaults; ``run=False`` only builds the config, data, model and trainer
     (``htr data stats``, the benchmarks)."""
+    quiet_third_party()  # also for callers that skip main(): scripts, tests
     return HTRCLI(
         HTRLitModule,
         TextImageDataModule,
