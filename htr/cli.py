@@ -137,7 +137,7 @@ def main(args: ArgsType = None) -> HTRCLI | None:
     if argv[:2] == ["data", "stats"]:
         from htr.data.stats import main as data_stats
 
-        data_stats(argv[2:])
+        data_stats(argv[2:], build_cli)
         return None
     return build_cli(args)
 
