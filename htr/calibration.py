@@ -263,7 +263,7 @@ def plot_reliability(calibration: Calibration, bins: int = BINS) -> Figure:
         top.set_ylim(0, 1.02)
         top.grid(alpha=0.3)
         top.legend(loc="lower right", fontsize=8)
-        bottom.set_yscale("log")
+        bottom.set_yscale("symlog", linthresh=1)  # log-like, and empty bins (a count of 0) stay drawable
         bottom.set_xlabel("confidence")
         bottom.set_ylabel("predictions per bin")
         bottom.grid(alpha=0.3)

@@ -120,7 +120,11 @@ class OnnxNetwork:
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         source = model if isinstance(model, bytes) else str(model)
-        self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf types for a corrupt file
+            name = "ONNX model" if isinstance(model, bytes) else model
+            raise ValueError(f"{name}: not a readable ONNX model ({str(error).splitlines()[0][:200]})") from None
         found = self.session.get_modelmeta().custom_metadata_map
         missing = [key for key in METADATA_KEYS if key not in found]
         if missing:

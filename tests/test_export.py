@@ -147,6 +147,10 @@ def test_backend_mismatches_are_refused(checkpoint: Path, exported: dict[str, Pa
     onnx.save(model, str(bare))
     with pytest.raises(ValueError, match="lacks htr metadata"):
         load_model(bare)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(exported["onnx"].read_bytes()[:1000])  # a truncated download
+    with pytest.raises(ValueError, match=r"corrupt\.onnx: not a readable ONNX model"):
+        load_model(corrupt)
 
 
 def test_pyfunc_runs_the_onnx_file_when_configured(
