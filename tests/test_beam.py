@@ -1,3 +1,4 @@
+import base64
 import copy
 import math
 import pickle
@@ -161,7 +162,8 @@ def test_decoder_and_lm_are_configured_tracked_and_registered(captcha_files, tmp
     decoder_in_model = served.unwrap_python_model().recognizer.decoder
     assert isinstance(decoder_in_model, BeamSearchDecoder) and Path(decoder_in_model.lm).is_file()
     image = next(captcha_files.glob("*.png"))
-    assert served.predict(pd.DataFrame({"image": [str(image)]}))["confidence"].between(0, 1).all()
+    payload = base64.b64encode(image.read_bytes()).decode("ascii")  # the served model reads no server-side paths
+    assert served.predict(pd.DataFrame({"image": [payload]}))["confidence"].between(0, 1).all()
 
     capsys.readouterr()
     main(["transcribe", "--model", best, str(image), "--lm", str(tmp_path / "moved.arpa"), "--beam-width", "3"])

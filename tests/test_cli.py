@@ -31,7 +31,7 @@ def trained(tmp_path_factory, captcha_dir) -> Path:
 def test_checkpoint_reloads_with_charset_and_architecture(trained):
     module = HTRLitModule.load_from_checkpoint(trained)
     assert module.alphabet.chars == "2345678bcdefgmnpwxy"
-    assert module.net.rnn.hidden_size == 16 and module.net.height == 32
+    assert module.net.rnn.forward_layers[0].hidden_size == 16 and module.net.height == 32
 
 
 @pytest.mark.slow

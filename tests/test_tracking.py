@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -32,7 +30,7 @@ from htr.tracking import (
     resolve_tracking_uri,
     store_dir,
 )
-from tests.helpers import REPO_ROOT, VENV_BIN, free_port, server_env, start_server, stop_server
+from tests.helpers import REPO_ROOT, VENV_BIN, free_port, serve_model, server_env, start_server, stop_server
 
 CAPTCHA_CONFIG = REPO_ROOT / "configs" / "captcha.yaml"
 
@@ -140,7 +138,7 @@ def test_best_checkpoint_registered_as_champion_with_signature(trained: dict):
     assert info.signature.inputs.input_names() == ["image"]
     assert info.signature.outputs.input_names() == ["text", "confidence"]
     assert info.saved_input_example_info is not None
-    assert info.metadata["height"] == 32
+    assert info.metadata["preprocessing"]["height"] == 32 and info.metadata["charset"] == "2345678bcdefgmnpwxy"
 
 
 @pytest.mark.slow
@@ -264,26 +262,9 @@ def test_training_against_an_mlflow_server(captcha_dir: Path, tmp_path: Path):
 
 @pytest.mark.slow
 def test_served_model_transcribes_over_http_and_rejects_non_images(trained: dict, images: list[Path]):
-    port = free_port()
     env = {**server_env(), "MLFLOW_TRACKING_URI": trained["client"].tracking_uri}
     uri = f"models:/{trained['model']}@champion"
-    server = start_server(
-        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        f"http://127.0.0.1:{port}/ping",
-    )  # fmt: skip
-
-    def post(images: list[str]) -> tuple[int, dict]:
-        body = json.dumps({"dataframe_records": [{"image": image} for image in images]}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
+    server, post = serve_model(uri, env)
 
     try:
         status, answer = post([base64.b64encode(p.read_bytes()).decode() for p in images])
