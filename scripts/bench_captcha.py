@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 from lightning import Callback  # noqa: E402
+from machine import machine_info  # noqa: E402 - scripts/machine.py
 
 from htr.cli import main  # noqa: E402
 from htr.inference import Recognizer  # noqa: E402
@@ -137,19 +137,6 @@ def bench_peer(python: str, seed: int, fold: int, datamodule, workdir: Path) -> 
         "holdout_cer": round(peer["holdout_cer"], 4),
         "b1_img_per_s": round(throughput["forward_plus_greedy_decode_b1_img_per_s_median"], 1),
         "b32_img_per_s": round(throughput["forward_plus_greedy_decode_b32_img_per_s_median"], 1),
-    }
-
-
-def machine_info() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load_average_at_end": os.getloadavg(),
     }
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 from lightning import Callback  # noqa: E402
+from machine import machine_info  # noqa: E402 - scripts/machine.py
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from torchmetrics.text import CharErrorRate, WordErrorRate  # noqa: E402
 
@@ -134,19 +134,6 @@ def bench_fold(fold: int, config: str, extra: list[str], workdir: Path) -> tuple
 
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
-
-
-def machine_info() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load_average_at_end": os.getloadavg(),
-    }
 
 
 def main_bench() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import time
@@ -30,7 +29,9 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+import onnxruntime  # noqa: E402
 import torch  # noqa: E402
+from machine import machine_info  # noqa: E402 - scripts/machine.py
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
@@ -168,23 +169,6 @@ def iam_model(config: Path, data_dir: Path) -> HTRLitModule:
     return build_cli(args, run=False).model.eval()
 
 
-def machine_info() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
-    import onnxruntime
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "load_average_at_end": os.getloadavg(),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--captcha-checkpoint", type=Path, required=True, help="a checkpoint of configs/captcha.yaml")
@@ -212,7 +196,7 @@ def main() -> None:
         "peak_flops_per_s_measured": [round(value) for value in peaks],  # before, between and after the models
         "captcha": captcha,
         "iam_lines": iam,
-        "machine": machine_info(),
+        "machine": machine_info(onnxruntime=onnxruntime.__version__),
     }
     text = json.dumps(report, indent=2)
     print(text)

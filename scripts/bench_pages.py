@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,9 +27,9 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import torch  # noqa: E402
 import yaml  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+from machine import machine_info  # noqa: E402 - scripts/machine.py
 from torchmetrics.text import CharErrorRate, WordErrorRate  # noqa: E402
 
 from htr.cli import build_cli  # noqa: E402
@@ -112,18 +111,6 @@ def bench_fold(fold: int, options: argparse.Namespace, extra: list[str], workdir
         report = (workdir / f"kraken{fold}" / "report.json").read_text()
         result["kraken"] = json.loads(report) if peer.returncode == 0 else {"error": f"exit {peer.returncode}"}
     return result, predictions, references
-
-
-def machine_info() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "load_average_at_end": os.getloadavg(),
-    }
 
 
 def main_bench() -> None:

@@ -3,6 +3,7 @@ checkout), tiny CLI runs, and MLflow servers in subprocesses."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -11,8 +12,10 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -232,6 +235,35 @@ def start_server(command: list[str], env: dict[str, str], health_url: str, timeo
             time.sleep(0.5)
     stop_server(process)
     raise TimeoutError(f"{command[:3]} did not answer {health_url} within {timeout} s")
+
+
+def serve_model(
+    model_uri: str, env: dict[str, str]
+) -> tuple[subprocess.Popen, Callable[[list[str]], tuple[int, dict]]]:
+    """``mlflow models serve`` of ``model_uri`` on a free loopback port, and a function that posts images to it.
+
+    The function sends ``{"dataframe_records": [{"image": ...}]}`` and returns the HTTP status and the JSON answer.
+    """
+    port = free_port()
+    server = start_server(
+        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}/ping",
+    )  # fmt: skip
+
+    def post(images: list[str]) -> tuple[int, dict]:
+        body = json.dumps({"dataframe_records": [{"image": image} for image in images]}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    return server, post
 
 
 def stop_server(process: subprocess.Popen) -> None:

@@ -7,10 +7,7 @@ once through ``mlflow models serve`` on loopback.
 from __future__ import annotations
 
 import base64
-import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -22,7 +19,7 @@ from htr.cli import main
 from htr.loading import load_model
 from htr.model_store import ModelNotFoundError
 from htr.pyfunc import BadPayloadError
-from tests.helpers import REPO_ROOT, VENV_BIN, blank_png, free_port, server_env, start_server, stop_server
+from tests.helpers import REPO_ROOT, blank_png, serve_model, server_env, stop_server
 
 MODEL = "htr-serving"
 
@@ -106,25 +103,8 @@ def test_registry_lookups_do_not_depend_on_the_working_directory(registered, tmp
 
 @pytest.mark.slow
 def test_served_model_refuses_paths_and_oversized_images_and_stays_up(registered, captcha_files, tmp_path):
-    port = free_port()
     env = {**server_env(), "MLFLOW_TRACKING_URI": MlflowClient().tracking_uri}
-    server = start_server(
-        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", registered, "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        f"http://127.0.0.1:{port}/ping",
-    )  # fmt: skip
-
-    def post(images: list[str]) -> tuple[int, dict]:
-        body = json.dumps({"dataframe_records": [{"image": image} for image in images]}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
+    server, post = serve_model(registered, env)
 
     try:
         status, answer = post(["/etc/passwd"])
