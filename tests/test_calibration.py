@@ -99,6 +99,12 @@ def test_error_free_set_is_sharpened_until_its_likelihood_is_one():
     assert temperature < 0.5 and ctc_nll(perfect, temperature) < 1e-10  # 0.085 at T = 1
 
 
+def test_calibrate_does_not_sharpen_without_an_error_to_learn_from():
+    perfect = _overconfident(seed=3, error_rate=0.0, margin=6.0)
+    assert 1.0 <= calibrate(perfect, ALPHABET).temperature < 1.01
+    assert calibrate(_overconfident(seed=3), ALPHABET).temperature > 2  # with errors: fitted as before
+
+
 def test_reliability_diagram_draws_both_levels(tmp_path: Path):
     figure = plot_reliability(calibrate(_overconfident(seed=0), ALPHABET))
     figure.savefig(tmp_path / "reliability.png")
