@@ -14,9 +14,8 @@ from htr import tracking
 from htr.checkpoint import CheckpointError, ResumeError
 from htr.console import EpochLines, quiet_third_party
 from htr.data.datamodule import TextImageDataModule
-from htr.data.dataset import BadSamplesError
 from htr.data.download import DatasetUnavailableError
-from htr.data.images import BadImageError
+from htr.data.images import BadImageError, UnusableDataError
 from htr.lit_module import HTRLitModule, init_charset
 from htr.model_store import ModelNotFoundError
 from htr.models.crnn import time_stride
@@ -40,7 +39,7 @@ DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
 
 
 # Failures a user causes and can fix; each message names the file, folder or server and what to do.
-EXPECTED_ERRORS = (BadImageError, BadSamplesError, DatasetUnavailableError, CheckpointError, ResumeError,
+EXPECTED_ERRORS = (BadImageError, UnusableDataError, DatasetUnavailableError, CheckpointError, ResumeError,
                    tracking.TrackingServerUnreachableError, ModelNotFoundError, ModelLoadError)  # fmt: skip
 
 

@@ -223,3 +223,12 @@ def test_arrays_that_would_read_wrong_are_scaled_or_refused_by_the_recognizer(fi
                           (np.stack([gray] * 3), "channel-first")]:  # fmt: skip
         with pytest.raises(BadImageError, match=reason):
             recognizer.transcribe(array)
+
+
+def test_unusable_pages_are_one_error_line(tmp_path):
+    (tmp_path / "broken.xml").write_text("<alto><Layout>")  # malformed: the run must name it, not raise a traceback
+    args = ["fit", "--config", str(REPO_ROOT / "configs" / "poilus.yaml"), "--trainer.logger", "false",
+            "--data.init_args.xml", f"[{tmp_path}]", "--data.init_args.skip_bad", "false",
+            "--data.init_args.cache_dir", str(tmp_path / "cache")]  # fmt: skip
+    with pytest.raises(SystemExit, match=r"htr: error: 1 unusable page\(s\) or line\(s\):\n  .*broken\.xml"):
+        run(args)

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from htr.alphabet import Alphabet
-from htr.data.images import BadImageError, read_gray
+from htr.data.images import BadImageError, UnusableDataError, read_gray
 from htr.decoding import min_ctc_steps
 from htr.preprocessing import Preprocessing, to_tensor
 
@@ -43,14 +43,10 @@ def is_utf8(text: str) -> bool:
     return True
 
 
-class BadSamplesError(ValueError):
+class BadSamplesError(UnusableDataError):
     """Samples that cannot be trained on, each with its file and reason."""
 
-    def __init__(self, problems: Sequence[BadImageError], hint: str) -> None:
-        shown = "\n".join(f"  {p}" for p in problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(f"{len(problems)} unusable sample(s):\n{shown}{more}\n{hint}")
-        self.problems = list(problems)
+    noun = "sample(s)"
 
 
 def load_samples(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +27,18 @@ MAX_BYTES = 64 * 2**20
 MAX_ASPECT = 1000.0  # width / height: a 32 px line stays under 32k px wide after resizing
 
 ImageSource = str | Path | bytes | bytearray | BinaryIO | Image.Image | np.ndarray
+
+
+class UnusableDataError(ValueError):
+    """Every unusable input of a data set in one message, so that one run shows all that needs fixing."""
+
+    noun = "input(s)"  # what the problems are, for the message
+
+    def __init__(self, problems: Sequence[ValueError], hint: str) -> None:
+        shown = "\n".join(f"  {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{len(problems)} unusable {self.noun}:\n{shown}{more}\n{hint}")
+        self.problems = list(problems)
 
 
 class BadImageError(ValueError):

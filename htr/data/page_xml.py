@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from htr.data.images import UnusableDataError
+
 Point = tuple[float, float]
 PageFormat = Literal["alto", "page"]
 
@@ -34,14 +36,10 @@ class BadPageError(ValueError):
         self.reason = reason
 
 
-class BadPagesError(ValueError):
+class BadPagesError(UnusableDataError):
     """Every unusable page (or line) of a data set in one message, so that one run shows all that needs fixing."""
 
-    def __init__(self, problems: Sequence[BadPageError], hint: str) -> None:
-        shown = "\n".join(f"  {p}" for p in problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(f"{len(problems)} unusable page(s) or line(s):\n{shown}{more}\n{hint}")
-        self.problems = list(problems)
+    noun = "page(s) or line(s)"
 
 
 @dataclass(frozen=True)
