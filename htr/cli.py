@@ -31,7 +31,7 @@ DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
   htr export --model CKPT_OR_URI --format onnx --output model.onnx
                                                  the network with preprocessing and charset (or torchscript)
   htr data stats --config configs/iam_lines.yaml counts, charset and histograms of a config's data
-  htr synth --text TEXTS.txt --out DIR --count N
+  htr synth --config configs/iam_lines_cpu.yaml --out DIR
                                                  handwriting-font lines (PNG + .gt.txt) for pretraining
   htr lm build --config configs/iam_lines.yaml --output lm.arpa
                                                  character n-gram LM of the training texts, for beam search
@@ -131,7 +131,7 @@ def main(args: ArgsType = None) -> HTRCLI | None:
     if argv[:1] == ["synth"]:
         from htr.synth import main as synth
 
-        synth(argv[1:])
+        synth(argv[1:], build_cli)
         return None
     if argv[:2] == ["data", "stats"]:
         from htr.data.stats import main as data_stats

@@ -141,14 +141,6 @@ def build_arpa(texts: Iterable[str], path: str | Path, order: int = 6, vocabular
     return write_arpa(kneser_ney(texts, order, vocabulary, progress=True), path)
 
 
-def _config_train_texts(configs: Sequence[str], overrides: Sequence[str], build_cli: BuildCLI) -> tuple[list[str], str]:
-    """The training transcriptions and the charset of the datamodule a ``htr fit --config ...`` would build."""
-    from htr.data.stats import build_datamodule
-
-    datamodule = build_datamodule(configs, overrides, build_cli)
-    return [sample.text for sample in datamodule.split_samples()["train"]], datamodule.charset
-
-
 def main(args: Sequence[str] | None, build_cli: BuildCLI) -> Path:
     """``htr lm build``; ``build_cli`` is ``htr.cli.build_cli``, passed in as to ``htr data stats``."""
     parser = argparse.ArgumentParser(
@@ -177,7 +169,9 @@ override the config as for htr fit (e.g. --data.init_args.data_dir DIR).
             parser.error(f"no text file at {options.text}")
         texts, vocabulary = options.text.read_text(encoding="utf-8").splitlines(), ""
     else:
-        texts, vocabulary = _config_train_texts(options.config, overrides, build_cli)
+        from htr.data.stats import train_texts  # matplotlib and the datamodules: only for --config
+
+        texts, vocabulary = train_texts(options.config, overrides, build_cli)
     texts = [text for text in texts if text.strip()]
     path = build_arpa(texts, options.output, options.order, vocabulary)
     print(f"wrote {path}: {options.order}-gram over {len(texts)} lines, {sum(map(len, texts))} characters")

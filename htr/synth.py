@@ -1,14 +1,16 @@
 """``htr synth``: rendered text lines in handwriting-style fonts, for pretraining before a few real lines.
 
-Texts follow the word statistics of a given text file (e.g. the training transcriptions: words drawn by their
-frequency, line lengths drawn from its lines). Each line is rendered word by word in one font (jittered baseline,
-size and spacing, dark ink on light paper; fonts without true lowercase write it in capitals) and distorted like
-the training augmentation (``transforms.handwriting_augmentation``). Output is the ``.gt.txt`` folder layout that
-``htr.data.lines.LineFolderDataModule`` reads, named ``f<font>_l<index>.png``: a split by document is by font.
+Texts follow the word statistics of a text file or of a training config's train split (words drawn by their
+frequency, line lengths drawn from its lines; never the val/test texts). Each line is rendered word by word in one
+font (jittered baseline, size and spacing, dark ink on light paper; fonts without true lowercase write it in
+capitals) and distorted like the training augmentation (``transforms.handwriting_augmentation``). Output is the
+``.gt.txt`` folder layout that ``htr.data.lines.LineFolderDataModule`` reads, named ``f<font>_l<index>.png``: a
+split by document is by font.
 
     apt-get install -y fonts-dkg-handwriting fonts-breip fonts-bwht fonts-femkeklaver fonts-humor-sans \\
         fonts-rufscript fonts-dancingscript fonts-ecolier-court fonts-comic-neue
-    htr synth --text train_texts.txt --out data/synth --count 20000 [--seed 0] [--font F.ttf ...]
+    htr synth --config configs/iam_lines_cpu.yaml --out data/synth_iam --count 8000 [--seed 0] [--font F.ttf ...]
+    htr synth --text my_texts.txt --out data/synth --count 20000
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -26,6 +29,9 @@ from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
 from htr.data.transforms import handwriting_augmentation
+
+if TYPE_CHECKING:
+    from htr.data.stats import BuildCLI
 
 FONT_ROOT = Path("/usr/share/fonts")
 # Folders of the Debian handwriting-style font packages (fonts-dkg-handwriting is "fifthhorseman").
@@ -166,18 +172,36 @@ def write_lines(lines: Iterator[tuple[int, np.ndarray, str]], out: Path) -> int:
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None, build_cli: BuildCLI) -> None:
+    """``htr synth``; ``build_cli`` is ``htr.cli.build_cli``, passed in as to ``htr lm build``."""
     parser = argparse.ArgumentParser(
         prog="htr synth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--text", type=Path, required=True, help="text file, one line per line: word statistics")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", type=Path, help="text file, one line per line: word statistics")
+    source.add_argument(
+        "--config",
+        action="append",
+        help="a training config (repeat to compose): the word statistics of its train split, never val/test; "
+        "further arguments override it as for htr fit",
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder to write PNG + .gt.txt pairs into")
     parser.add_argument("--count", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--font", type=Path, action="append", help="font file (repeatable); default: handwriting fonts")
     parser.add_argument("--no-distort", dest="distort", action="store_false", help="skip the augmentation")
-    options = parser.parse_args(argv)
-    source = TextSource.from_lines(options.text.read_text(encoding="utf-8").splitlines())
+    options, overrides = parser.parse_known_args(argv)  # with --config: CLI overrides such as --data.init_args.x
+    if overrides and options.text is not None:
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+    if options.text is not None:
+        if not options.text.is_file():
+            parser.error(f"no text file at {options.text}")
+        texts = options.text.read_text(encoding="utf-8").splitlines()
+    else:
+        from htr.data.stats import train_texts  # the datamodules: only for --config
+
+        texts, _ = train_texts(options.config, overrides, build_cli)
+    source_text = TextSource.from_lines(texts)
     fonts = options.font or handwriting_fonts()
-    written = write_lines(synth_lines(source, fonts, options.count, options.seed, options.distort), options.out)
+    written = write_lines(synth_lines(source_text, fonts, options.count, options.seed, options.distort), options.out)
     print(f"{written} lines in {len(fonts)} fonts written to {options.out}")

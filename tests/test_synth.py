@@ -9,6 +9,7 @@ from matplotlib import font_manager
 from htr.cli import main
 from htr.data.lines import folder_lines
 from htr.synth import TextSource, has_lowercase, render_line, synth_lines
+from tests.helpers import REPO_ROOT
 
 TEXTS = ["A MOVE to stop Mr. Gaitskell from", "nominating any more Labour life Peers", "is to be made at a meeting"]
 DEJAVU = Path(font_manager.findfont("DejaVu Sans", fallback_to_default=False))  # ships with matplotlib
@@ -49,6 +50,22 @@ def test_synth_command_writes_a_line_folder(tmp_path):
     lines, missing = folder_lines(tmp_path / "out")
     assert len(lines) == 5 and not missing
     assert [t for _, t in lines] == [t for _, _, t in synth_lines(TextSource.from_lines(TEXTS), [DEJAVU], 5)]
+
+
+def test_synth_from_a_config_writes_only_training_words(tmp_path, captcha_files):
+    from htr.cli import build_cli
+    from htr.data.stats import build_datamodule
+
+    overrides = ["--data.init_args.data_dir", str(captcha_files)]
+    config = str(REPO_ROOT / "configs/captcha.yaml")
+    main(
+        ["synth", "--config", config, "--out", str(tmp_path / "out"), "--count", "6", "--font", str(DEJAVU), *overrides]
+    )
+    splits = build_datamodule([config], overrides, build_cli).split_samples()
+    train = {sample.text for sample in splits["train"]}
+    held_out = {sample.text for stage in ("val", "test") for sample in splits[stage]} - train
+    words = {word for _, text in folder_lines(tmp_path / "out")[0] for word in text.split()}
+    assert words and words <= train and held_out
 
 
 def test_empty_text_source_fails():

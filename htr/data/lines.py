@@ -81,8 +81,8 @@ class LineFolderDataModule(DocumentDataModule):
         for source in map(Path, self.lines):
             if source.is_dir():
                 found, missing = folder_lines(source)
-                self.counts["no_gt_txt"] += len(missing)
                 if missing:
+                    self.counts["no_gt_txt"] += len(missing)
                     log.warning("%d image(s) in %s without %s, e.g. %s", len(missing), source, GT_SUFFIX, missing[0])
             elif source.suffix.lower() in MANIFEST_SUFFIXES and source.is_file():
                 found = manifest_lines(source)

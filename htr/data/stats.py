@@ -37,6 +37,13 @@ def build_datamodule(configs: Sequence[str], overrides: Sequence[str], build_cli
     return build_cli([*args, *overrides, "--trainer.logger", "false"], False).datamodule
 
 
+def train_texts(configs: Sequence[str], overrides: Sequence[str], build_cli: BuildCLI) -> tuple[list[str], str]:
+    """The training transcriptions and the charset of the datamodule a ``htr fit --config ...`` would build: the
+    text that a language model or synthetic lines may learn from without seeing val or test."""
+    datamodule = build_datamodule(configs, overrides, build_cli)
+    return [sample.text for sample in datamodule.split_samples()["train"]], datamodule.charset
+
+
 def dataset_stats(datamodule: TextImageDataModule) -> dict[str, dict[str, np.ndarray]]:
     """Per stage: image widths (after resizing), aspect ratios, text lengths and CTC time steps per character."""
     stats = {}
