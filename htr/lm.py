@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from htr.data.texts import add_text_source, parse_texts
+
 if TYPE_CHECKING:  # htr.beam imports this module: it must not pull in the training side (Lightning, data)
     from htr.data.stats import BuildCLI
 
@@ -156,22 +158,10 @@ override the config as for htr fit (e.g. --data.init_args.data_dir DIR).
   htr transcribe --model BEST.ckpt --lm lm/iam_char6.arpa --beam-width 10 LINES/""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", action="append", help="a training config (repeat to compose, as for htr fit)")
-    source.add_argument("--text", type=Path, help="a UTF-8 text file, one sentence per line")
+    add_text_source(parser, "a UTF-8 text file, one sentence per line")
     parser.add_argument("--order", type=int, default=6, help="longest n-gram, in characters (default 6)")
     parser.add_argument("--output", "-o", type=Path, required=True, help="the ARPA file to write")
-    options, overrides = parser.parse_known_args(args)  # with --config: CLI overrides such as --data.init_args.x
-    if overrides and options.text is not None:
-        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
-    if options.text is not None:
-        if not options.text.is_file():
-            parser.error(f"no text file at {options.text}")
-        texts, vocabulary = options.text.read_text(encoding="utf-8").splitlines(), ""
-    else:
-        from htr.data.stats import train_texts  # matplotlib and the datamodules: only for --config
-
-        texts, vocabulary = train_texts(options.config, overrides, build_cli)
+    options, texts, vocabulary = parse_texts(parser, args, build_cli)
     texts = [text for text in texts if text.strip()]
     path = build_arpa(texts, options.output, options.order, vocabulary)
     print(f"wrote {path}: {options.order}-gram over {len(texts)} lines, {sum(map(len, texts))} characters")

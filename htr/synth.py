@@ -28,6 +28,7 @@ import numpy as np
 from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
+from htr.data.texts import add_text_source, parse_texts
 from htr.data.transforms import handwriting_augmentation
 
 if TYPE_CHECKING:
@@ -177,30 +178,13 @@ def main(argv: Sequence[str] | None, build_cli: BuildCLI) -> None:
     parser = argparse.ArgumentParser(
         prog="htr synth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--text", type=Path, help="text file, one line per line: word statistics")
-    source.add_argument(
-        "--config",
-        action="append",
-        help="a training config (repeat to compose): the word statistics of its train split, never val/test; "
-        "further arguments override it as for htr fit",
-    )
+    add_text_source(parser, "text file, one line per line: word statistics")
     parser.add_argument("--out", type=Path, required=True, help="folder to write PNG + .gt.txt pairs into")
     parser.add_argument("--count", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--font", type=Path, action="append", help="font file (repeatable); default: handwriting fonts")
     parser.add_argument("--no-distort", dest="distort", action="store_false", help="skip the augmentation")
-    options, overrides = parser.parse_known_args(argv)  # with --config: CLI overrides such as --data.init_args.x
-    if overrides and options.text is not None:
-        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
-    if options.text is not None:
-        if not options.text.is_file():
-            parser.error(f"no text file at {options.text}")
-        texts = options.text.read_text(encoding="utf-8").splitlines()
-    else:
-        from htr.data.stats import train_texts  # the datamodules: only for --config
-
-        texts, _ = train_texts(options.config, overrides, build_cli)
+    options, texts, _ = parse_texts(parser, argv, build_cli)
     source_text = TextSource.from_lines(texts)
     fonts = options.font or handwriting_fonts()
     written = write_lines(synth_lines(source_text, fonts, options.count, options.seed, options.distort), options.out)
