@@ -6,7 +6,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export HTR_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup train test test-fast smoke bench style quality clean
+.PHONY: setup train test test-fast smoke bench pretrained style quality clean
 
 setup: $(BIN)/.installed
 
@@ -32,6 +32,10 @@ smoke: setup
 
 bench: setup
 	$(BIN)/python scripts/bench_captcha.py
+
+# The IAM CPU recipe's starting weights: 8,000 rendered lines in handwriting fonts, then a fit on them (~45 min).
+pretrained: setup
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/pretrain_synth.py
 
 style: setup
 	$(BIN)/ruff format htr tests scripts

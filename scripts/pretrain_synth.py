@@ -1,0 +1,75 @@
+"""Synthetic pretraining for the IAM CPU recipe: render lines, fit ``configs/synth_iam.yaml``, keep the weights.
+
+1. ``htr synth`` renders --count lines in the Debian handwriting fonts, with the word statistics of the train split
+   of ``configs/iam_lines_cpu.yaml`` (never its val/test writers' text), into ``data/synth_iam``;
+2. ``htr fit --config configs/synth_iam.yaml`` trains the recipe's network on them (fonts are the documents);
+3. the best checkpoint's network weights and hyperparameters (no optimizer state) are written to --out, the file
+   that ``configs/iam_lines_cpu.yaml``'s ``model.init_from`` names.
+
+Prints one JSON object: seconds of each step, lines, epochs, val CER on the held-out font, and the file's size.
+Run it from the repository root (``make pretrained``), one thread per process on a shared machine:
+
+    OMP_NUM_THREADS=1 python scripts/pretrain_synth.py [--count 8000] [--out htr/pretrained/synth_iam.pt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import torch  # noqa: E402
+from machine import machine_info  # noqa: E402 - scripts/machine.py
+
+from htr.checkpoint import NewestBestCheckpoint  # noqa: E402
+from htr.cli import main  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def slim_checkpoint(checkpoint: Path, out: Path) -> Path:
+    """The network weights and hyperparameters of a Lightning checkpoint, without optimizer or loop state: what
+    ``model.init_from`` reads, at a third of the size."""
+    full = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    weights = {name: tensor for name, tensor in full["state_dict"].items() if name.startswith("net.")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": weights, "hyper_parameters": full["hyper_parameters"]}, out)
+    return out
+
+
+def pretrain(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=8000, help="synthetic lines to render")
+    parser.add_argument("--lines", type=Path, default=Path("data/synth_iam"), help="where the lines go")
+    parser.add_argument("--out", type=Path, default=Path("htr/pretrained/synth_iam.pt"))
+    options, overrides = parser.parse_known_args(argv)  # htr fit overrides, e.g. --trainer.max_epochs=2
+
+    start = time.perf_counter()
+    recipe = ["--config", "configs/iam_lines_cpu.yaml", "--model.init_from", "null"]  # its text, not its start
+    main(["synth", *recipe, "--out", str(options.lines), "--count", str(options.count), "--seed", "0"])
+    rendered = time.perf_counter()
+    cli = main(["fit", "--config", "configs/synth_iam.yaml", f"--data.init_args.lines=[{options.lines}]", *overrides])
+    trained = time.perf_counter()
+    best = next(c for c in cli.trainer.callbacks if isinstance(c, NewestBestCheckpoint))
+    out = slim_checkpoint(Path(best.best_model_path), options.out)
+    result = {
+        "lines": options.count,
+        "render_seconds": round(rendered - start, 1),
+        "train_seconds": round(trained - rendered, 1),
+        "epochs": cli.trainer.current_epoch,
+        "val_cer_held_out_font": round(float(best.best_model_score), 4),
+        "checkpoint": str(best.best_model_path),
+        "out": str(out),
+        "out_mb": round(out.stat().st_size / 2**20, 2),
+        "machine": machine_info(),
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    pretrain()
