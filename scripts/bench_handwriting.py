@@ -7,7 +7,7 @@ of the traced recognizer at batch 1 and 16 (median of 5 windows). "pooled" score
 corpus (character and word edits over all references), since one fold of ~4 writers moves by several points.
 Prints one JSON object and writes it to --out. Run it from the repository root (the configs' data_dir is relative).
 
-    OMP_NUM_THREADS=1 python scripts/bench_handwriting.py --folds 0 1 2 [htr fit overrides: --trainer.max_epochs=60]
+    OMP_NUM_THREADS=1 python scripts/bench_handwriting.py --folds 0 1 2 [--workdir DIR] [--trainer.max_epochs=60 ...]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -119,7 +120,7 @@ def bench_fold(fold: int, config: str, extra: list[str], workdir: Path) -> tuple
         "n_test": len(samples),
         "test_cer": round(float(CharErrorRate()(predictions, references)), 4),
         "test_wer": round(float(WordErrorRate()(predictions, references)), 4),
-        "best_checkpoint": Path(best).name,
+        "best_checkpoint": best,  # kept with --workdir
         "epochs": epochs,
         "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch_median": round(statistics.median(clock.seconds), 2),
@@ -141,16 +142,20 @@ def main_bench() -> None:
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2], help="writer folds to hold out (0-7)")
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "iam_lines_cpu.yaml"))
     parser.add_argument("--out", default="bench_handwriting.json", help="where to write the JSON too")
+    parser.add_argument("--workdir", default=None, help="keep the folds' checkpoints and MLflow runs here")
     options, extra = parser.parse_known_args()  # the rest goes to `htr fit`, e.g. --trainer.max_epochs=30
     folds, predictions, references = [], [], []
-    with tempfile.TemporaryDirectory(prefix="bench_handwriting_") as scratch:
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"  # keep benchmark runs out of the store
-        for fold in options.folds:
-            result, predicted, expected = bench_fold(fold, options.config, extra, Path(scratch))
-            folds.append(result)
-            predictions += predicted
-            references += expected
-            print(json.dumps(result), file=sys.stderr, flush=True)
+    workdir = Path(options.workdir or tempfile.mkdtemp(prefix="bench_handwriting_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir.resolve()}/mlflow.db"  # keep benchmark runs apart
+    for fold in options.folds:
+        result, predicted, expected = bench_fold(fold, options.config, extra, workdir)
+        folds.append(result)
+        predictions += predicted
+        references += expected
+        print(json.dumps(result), file=sys.stderr, flush=True)
+    if options.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
     pooled = {
         "folds": len(folds),
         "test_lines": len(references),
