@@ -3,13 +3,13 @@
 1. ``htr synth`` renders --count lines in the Debian handwriting fonts, with the word statistics of the train split
    of ``configs/iam_lines_cpu.yaml`` (never its val/test writers' text), into ``data/synth_iam``;
 2. ``htr fit --config configs/synth_iam.yaml`` trains the recipe's network on them (fonts are the documents);
-3. the best checkpoint's network weights and hyperparameters (no optimizer state) are written to --out, the file
-   that ``configs/iam_lines_cpu.yaml``'s ``model.init_from`` names.
+3. the best checkpoint's network weights and hyperparameters (no optimizer state) are written to --out (outside the
+   repository), the file to give ``configs/iam_lines_cpu.yaml`` as ``--model.init_from``.
 
 Prints one JSON object: seconds of each step, lines, epochs, val CER on the held-out font, and the file's size.
 Run it from the repository root (``make pretrained``), one thread per process on a shared machine:
 
-    OMP_NUM_THREADS=1 python scripts/pretrain_synth.py [--count 8000] [--out htr/pretrained/synth_iam.pt]
+    OMP_NUM_THREADS=1 python scripts/pretrain_synth.py [--count 8000] [--out ~/.cache/htr/pretrained/synth_iam.pt]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def pretrain(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=8000, help="synthetic lines to render")
     parser.add_argument("--lines", type=Path, default=Path("data/synth_iam"), help="where the lines go")
-    parser.add_argument("--out", type=Path, default=Path("htr/pretrained/synth_iam.pt"))
+    parser.add_argument("--out", type=Path, default=Path.home() / ".cache/htr/pretrained/synth_iam.pt")
     options, overrides = parser.parse_known_args(argv)  # htr fit overrides, e.g. --trainer.max_epochs=2
 
     start = time.perf_counter()
