@@ -5,9 +5,17 @@ best checkpoint (the one the registry would get) on the fold's test writers: CER
 per epoch, parameters, multiply-accumulate FLOPs per line (a line of the test set's median width), and lines/s
 of the traced recognizer at batch 1 and 16 (median of 5 windows). "pooled" scores every fold's test lines as one
 corpus (character and word edits over all references), since one fold of ~4 writers moves by several points.
-Prints one JSON object and writes it to --out. Run it from the repository root (the configs' data_dir is relative).
+Each fold is scored with greedy decoding (what the registered model does by default) and, unless --lm-order 0,
+with beam search and a character n-gram LM of that fold's training lines only (weights fixed beforehand, e.g. by
+scripts/bench_decoding.py on fold 0's validation writers). With --peer-ketos, Kraken's recognizer trains on the
+same fold's lines at the same time with the same wall-time budget (--budget-s, also htr's trainer.max_time).
+Prints one JSON object and writes it to --out; --pool merges the reports of earlier runs (folds run apart) into
+one pooled figure. Run it from the repository root (the configs' data_dir is relative).
 
     OMP_NUM_THREADS=1 python scripts/bench_handwriting.py --folds 0 1 2 [--workdir DIR] [--trainer.max_epochs=60 ...]
+    OMP_NUM_THREADS=1 python scripts/bench_handwriting.py --folds 1 --budget-s 1500 \
+        --peer-ketos /work/kraken-venv/bin/ketos --model.init_from ~/.cache/htr/pretrained/synth_iam.pt
+    python scripts/bench_handwriting.py --pool fold0.json fold1.json fold2.json --out pooled.json
 """
 
 from __future__ import annotations
@@ -24,15 +32,18 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
 import torch  # noqa: E402
 from lightning import Callback  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
+from scores import pooled, score  # noqa: E402 - scripts/scores.py
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from torchmetrics.text import CharErrorRate, WordErrorRate  # noqa: E402
 
+from htr.beam import BeamSearchDecoder  # noqa: E402
 from htr.cli import main  # noqa: E402
 from htr.data.dataset import TextImageDataset  # noqa: E402
 from htr.inference import Recognizer  # noqa: E402
+from htr.lm import build_arpa  # noqa: E402
 from htr.loading import load_model  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -97,31 +108,36 @@ def _flops_per_line(recognizer: Recognizer, width: int) -> int:
     return counter.get_total_flops() + lstm
 
 
-def bench_fold(fold: int, config: str, extra: list[str], workdir: Path) -> tuple[dict, list[str], list[str]]:
-    """Train and score one writer fold; returns its figures and the test predictions and references."""
-    args = ["fit", "--config", config, "--data.init_args.fold", str(fold), "--trainer.enable_progress_bar", "false"]
-    args += ["--trainer.default_root_dir", str(workdir / f"fold{fold}"), "--registry.enabled", "false", *extra]
+def bench_fold(fold: int, options: argparse.Namespace, extra: list[str], workdir: Path) -> dict:
+    """Train and score one writer fold (and Kraken beside it when asked); returns its figures."""
+    peer = None
+    if options.peer_ketos:
+        lists = kraken_peer.write_line_lists(kraken_peer.config_splits(options.config, fold), workdir / f"lines{fold}")
+        out = workdir / f"kraken{fold}"
+        peer = kraken_peer.start(options.peer_ketos, lists, "path", options.budget_s, options.peer_threads, out)
+    args = ["fit", "--config", options.config, "--data.init_args.fold", str(fold)]
+    args += ["--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(workdir / f"fold{fold}")]
+    if options.budget_s:
+        args += ["--trainer.max_time", kraken_peer.max_time(options.budget_s)]
+    args += ["--registry.enabled", "false", *extra, "--trainer.callbacks+", "__main__._EpochClock"]
     start = time.perf_counter()
-    cli = main(args + ["--trainer.callbacks+", "__main__._EpochClock"])
+    cli = main(args)
     train_seconds = time.perf_counter() - start
     clock = next(c for c in cli.trainer.callbacks if isinstance(c, _EpochClock))
     best = cli.trainer.checkpoint_callback.best_model_path
     recognizer = load_model(best)  # the checkpoint that would be registered, not the last weights
     samples = cli.datamodule.datasets["test"].samples
     images = [recognizer.preprocess(s.path) for s in samples]
-    predictions = [t.text for t in recognizer.transcribe_tensors(images, 16)]
     references = [s.text for s in samples]
-    epochs = len(clock.seconds)
     widths = sorted(image.shape[-1] for image in images)
     result = {
         "fold": fold,
         "test_writers": sorted({s.writer for s in samples}),
         "n_train": len(cli.datamodule.datasets["train"]),
         "n_test": len(samples),
-        "test_cer": round(float(CharErrorRate()(predictions, references)), 4),
-        "test_wer": round(float(WordErrorRate()(predictions, references)), 4),
+        "greedy": score([t.text for t in recognizer.transcribe_tensors(images, 16)], references),
         "best_checkpoint": best,  # kept with --workdir
-        "epochs": epochs,
+        "epochs": len(clock.seconds),
         "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch_median": round(statistics.median(clock.seconds), 2),
         "augmentation_ms_per_line": _round(_augmentation_ms_per_line(cli.datamodule.datasets["train"]), 2),
@@ -130,11 +146,35 @@ def bench_fold(fold: int, config: str, extra: list[str], workdir: Path) -> tuple
         "flops_per_line": _flops_per_line(recognizer, widths[len(widths) // 2]),
         "lines_per_s": {f"b{b}": round(_lines_per_second(recognizer, images, b), 1) for b in (1, 16)},
     }
-    return result, predictions, references
+    if options.lm_order:  # the fold's training lines only: its test writers' text stays unseen
+        texts = [sample.text for sample in cli.datamodule.datasets["train"].samples]
+        lm = build_arpa(texts, workdir / f"fold{fold}_char{options.lm_order}.arpa", options.lm_order,
+                        cli.datamodule.charset)  # fmt: skip
+        recognizer.decoder = BeamSearchDecoder(options.beam_width, lm, options.lm_weight, options.word_score)
+        result["beam_lm"] = score([t.text for t in recognizer.transcribe_tensors(images, 16)], references)
+    if peer is not None:
+        result["kraken"] = kraken_peer.report(peer, workdir / f"kraken{fold}")
+    return result
 
 
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def pool(folds: list[dict]) -> dict:
+    """Every fold's test lines as one corpus, for each way they were read."""
+    summary = {
+        "folds": [f["fold"] for f in folds],
+        "test_lines": sum(f["n_test"] for f in folds),
+        "test_writers": sum(len(f["test_writers"]) for f in folds),
+        "train_seconds_median": statistics.median(f["train_seconds"] for f in folds),
+    }
+    for reader in ("greedy", "beam_lm"):
+        if all(reader in f for f in folds):
+            summary[reader] = {**pooled(f[reader] for f in folds), "cer_per_fold": [f[reader]["cer"] for f in folds]}
+    if all("kraken" in f for f in folds):
+        summary["kraken_cer"] = kraken_peer.pooled_cer([f["kraken"] for f in folds])
+    return summary
 
 
 def main_bench() -> None:
@@ -142,30 +182,34 @@ def main_bench() -> None:
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2], help="writer folds to hold out (0-7)")
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "iam_lines_cpu.yaml"))
     parser.add_argument("--out", default="bench_handwriting.json", help="where to write the JSON too")
-    parser.add_argument("--workdir", default=None, help="keep the folds' checkpoints and MLflow runs here")
+    parser.add_argument("--workdir", default=None, help="keep the folds' checkpoints, LMs and MLflow runs here")
+    parser.add_argument("--lm-order", type=int, default=6, help="character LM order for beam scoring (0: greedy only)")
+    parser.add_argument("--lm-weight", type=float, default=0.4, help="tuned on fold 0's validation writers")
+    parser.add_argument("--word-score", type=float, default=2.0, help="tuned on fold 0's validation writers")
+    parser.add_argument("--beam-width", type=int, default=10)
+    parser.add_argument("--budget-s", type=float, default=None, help="wall-time budget per fold (htr and Kraken)")
+    parser.add_argument("--peer-ketos", default=None, help="ketos of a Kraken venv: train Kraken beside htr")
+    parser.add_argument("--peer-threads", type=int, default=1)
+    parser.add_argument("--pool", nargs="+", type=Path, help="merge the folds of these reports; trains nothing")
     options, extra = parser.parse_known_args()  # the rest goes to `htr fit`, e.g. --trainer.max_epochs=30
-    folds, predictions, references = [], [], []
-    workdir = Path(options.workdir or tempfile.mkdtemp(prefix="bench_handwriting_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir.resolve()}/mlflow.db"  # keep benchmark runs apart
-    for fold in options.folds:
-        result, predicted, expected = bench_fold(fold, options.config, extra, workdir)
-        folds.append(result)
-        predictions += predicted
-        references += expected
-        print(json.dumps(result), file=sys.stderr, flush=True)
-    if options.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
-    pooled = {
-        "folds": len(folds),
-        "test_lines": len(references),
-        "test_writers": sum(len(f["test_writers"]) for f in folds),
-        "cer": round(float(CharErrorRate()(predictions, references)), 4),
-        "wer": round(float(WordErrorRate()(predictions, references)), 4),
-        "cer_per_fold": [f["test_cer"] for f in folds],
-        "train_seconds_median": statistics.median(f["train_seconds"] for f in folds),
-    }
-    report = {"config": options.config, "overrides": extra, "folds": folds, "pooled": pooled, "machine": machine_info()}
+    if options.pool:
+        reports = [json.loads(path.read_text()) for path in options.pool]
+        folds = [fold for r in reports for fold in r["folds"]]
+        report = {"pooled_from": {str(p): r["overrides"] for p, r in zip(options.pool, reports)}, "folds": folds}
+    else:
+        if options.peer_ketos and not options.budget_s:
+            parser.error("--peer-ketos needs --budget-s: both sides train for the same wall time")
+        workdir = Path(options.workdir or tempfile.mkdtemp(prefix="bench_handwriting_"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir.resolve()}/mlflow.db"  # keep benchmark runs apart
+        folds = []
+        for fold in options.folds:
+            folds.append(bench_fold(fold, options, extra, workdir))
+            print(json.dumps(folds[-1]), file=sys.stderr, flush=True)
+        if options.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        report = {"config": options.config, "overrides": extra, "budget_s": options.budget_s, "folds": folds}
+    report |= {"pooled": pool(folds), "machine": machine_info()}
     text = json.dumps(report, indent=2)
     Path(options.out).write_text(text)
     print(text)

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,25 +26,14 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import yaml  # noqa: E402
+import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
-from torchmetrics.text import CharErrorRate, WordErrorRate  # noqa: E402
+from scores import pooled, score  # noqa: E402 - scripts/scores.py
 
 from htr.cli import build_cli  # noqa: E402
 from htr.data.documents import DocumentSample  # noqa: E402
-from htr.data.pages import PageDataModule  # noqa: E402
 from htr.loading import load_model  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PEER = REPO_ROOT.parent / "shared" / "peers" / "kraken" / "run.py"
-
-
-def fold_splits(config: str, fold: int) -> dict[str, list[DocumentSample]]:
-    """The lines of each stage as the config's PageDataModule deals them for ``fold`` (lines are cut once, cached)."""
-    init_args = yaml.safe_load(Path(config).read_text())["data"]["init_args"]
-    module = PageDataModule(**{**init_args, "fold": fold})
-    return module.split_samples()  # type: ignore[return-value]  # DocumentDataModule deals DocumentSamples
 
 
 def _pages(samples: Sequence[DocumentSample]) -> list[str]:
@@ -53,34 +41,19 @@ def _pages(samples: Sequence[DocumentSample]) -> list[str]:
     return sorted({sample.source.rsplit("#", 1)[0] for sample in samples})
 
 
-def start_peer(ketos: str, lists: dict[str, Path], budget_s: float, threads: int, out: Path) -> subprocess.Popen:
-    """Kraken's run.py on the page lists, in the background; its JSON report goes to ``out/report.json``."""
-    out.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(PEER), "--ketos", ketos, "--format", "alto", "--budget-s", str(budget_s)]
-    command += ["--threads", str(threads), "--out", str(out)]
-    command += [f"--{stage}={lists[stage]}" for stage in ("train", "val", "test")]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    with open(out / "report.json", "w") as report, open(out / "run.log", "w") as log:
-        return subprocess.Popen(command, stdout=report, stderr=log, env=env)
-
-
-def _max_time(seconds: float) -> str:
-    minutes, rest = divmod(int(seconds), 60)
-    return f"00:{minutes // 60:02d}:{minutes % 60:02d}:{rest:02d}"
-
-
-def bench_fold(fold: int, options: argparse.Namespace, extra: list[str], workdir: Path) -> tuple[dict, list, list]:
-    """Train and score one document fold (and Kraken beside it); returns its figures, predictions, references."""
-    splits = fold_splits(options.config, fold)
+def bench_fold(fold: int, options: argparse.Namespace, extra: list[str], workdir: Path) -> dict:
+    """Train and score one document fold (and Kraken beside it); returns its figures."""
+    splits: dict[str, list[DocumentSample]] = kraken_peer.config_splits(options.config, fold)  # type: ignore[assignment]
     lists = {}
     for stage, samples in splits.items():
         lists[stage] = workdir / f"fold{fold}_{stage}.lst"
         lists[stage].write_text("".join(f"{Path(p).resolve()}\n" for p in _pages(samples)))
     peer = None
     if options.peer_ketos:
-        peer = start_peer(options.peer_ketos, lists, options.budget_s, options.peer_threads, workdir / f"kraken{fold}")
+        out = workdir / f"kraken{fold}"
+        peer = kraken_peer.start(options.peer_ketos, lists, "alto", options.budget_s, options.peer_threads, out)
     args = ["fit", "--config", options.config, "--data.init_args.fold", str(fold)]
-    args += ["--trainer.max_time", _max_time(options.budget_s), "--trainer.enable_progress_bar", "false"]
+    args += ["--trainer.max_time", kraken_peer.max_time(options.budget_s), "--trainer.enable_progress_bar", "false"]
     args += ["--trainer.default_root_dir", str(workdir / f"fold{fold}"), "--registry.enabled", "false", *extra]
     start = time.perf_counter()
     cli = build_cli(args)
@@ -98,8 +71,7 @@ def bench_fold(fold: int, options: argparse.Namespace, extra: list[str], workdir
         "documents": {stage: len({s.document for s in v}) for stage, v in splits.items()},
         "lines": {stage: len(v) for stage, v in splits.items()},
         "htr": {
-            "test_cer": round(float(CharErrorRate()(predictions, references)), 4),
-            "test_wer": round(float(WordErrorRate()(predictions, references)), 4),
+            "test": score(predictions, references),
             "train_seconds": round(train_seconds, 1),
             "epochs": cli.trainer.current_epoch,
             "best_checkpoint": Path(best).name,
@@ -107,10 +79,8 @@ def bench_fold(fold: int, options: argparse.Namespace, extra: list[str], workdir
         },
     }
     if peer is not None:
-        peer.wait()
-        report = (workdir / f"kraken{fold}" / "report.json").read_text()
-        result["kraken"] = json.loads(report) if peer.returncode == 0 else {"error": f"exit {peer.returncode}"}
-    return result, predictions, references
+        result["kraken"] = kraken_peer.report(peer, workdir / f"kraken{fold}")
+    return result
 
 
 def main_bench() -> None:
@@ -126,29 +96,24 @@ def main_bench() -> None:
     workdir = Path(options.workdir or tempfile.mkdtemp(prefix="bench_pages_"))
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir.resolve()}/mlflow.db"  # keep these runs apart
-    folds, predictions, references = [], [], []
+    folds = []
     for fold in options.folds:
-        result, predicted, expected = bench_fold(fold, options, extra, workdir)
-        folds.append(result)
-        predictions += predicted
-        references += expected
-        print(json.dumps(result), file=sys.stderr, flush=True)
-    pooled = {
-        "folds": len(folds),
-        "test_lines": len(references),
-        "htr_cer": round(float(CharErrorRate()(predictions, references)), 4),
-        "htr_wer": round(float(WordErrorRate()(predictions, references)), 4),
+        folds.append(bench_fold(fold, options, extra, workdir))
+        print(json.dumps(folds[-1], ensure_ascii=False), file=sys.stderr, flush=True)
+    summary = {
+        "folds": [f["fold"] for f in folds],
+        "test_lines": sum(f["lines"]["test"] for f in folds),
+        "htr": pooled(f["htr"]["test"] for f in folds),
         "htr_train_seconds_median": statistics.median(f["htr"]["train_seconds"] for f in folds),
     }
-    kraken = [f["kraken"]["test"] for f in folds if "test" in f.get("kraken", {})]
-    if kraken and all(k["errors"] is not None and k["characters"] for k in kraken):
-        pooled["kraken_cer"] = round(sum(k["errors"] for k in kraken) / sum(k["characters"] for k in kraken), 4)
+    if all("kraken" in f for f in folds):
+        summary["kraken_cer"] = kraken_peer.pooled_cer([f["kraken"] for f in folds])
     report = {
         "config": options.config,
         "overrides": extra,
         "budget_s": options.budget_s,
         "folds": folds,
-        "pooled": pooled,
+        "pooled": summary,
         "machine": machine_info(),
     }
     text = json.dumps(report, indent=2, ensure_ascii=False)

@@ -1,0 +1,82 @@
+"""Kraken's recognizer as a peer beside an htr benchmark: the same fold's lines, the same wall time, one process.
+
+The benchmarks start ``../shared/peers/kraken/run.py`` (``ketos train`` with its defaults, then ``ketos test``) in
+the background on the fold's train/val/test lists, train htr meanwhile with the same budget, and read Kraken's
+JSON report when both are done. Pages go to Kraken as their XML files; line datasets (IAM) as line images with
+``<stem>.gt.txt`` beside each, the layout ``ketos -f path`` reads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from htr.data.dataset import Sample
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PEER = REPO_ROOT.parent / "shared" / "peers" / "kraken" / "run.py"
+
+
+def config_splits(config: str, fold: int) -> dict[str, list[Sample]]:
+    """The samples of each stage as the config's DataModule deals them for writer/document ``fold``."""
+    data = yaml.safe_load(Path(config).read_text())["data"]
+    module_name, class_name = data["class_path"].rsplit(".", 1)
+    datamodule = getattr(importlib.import_module(module_name), class_name)(**{**data["init_args"], "fold": fold})
+    return datamodule.split_samples()
+
+
+def write_line_lists(splits: dict[str, Sequence[Sample]], folder: Path) -> dict[str, Path]:
+    """Each stage's line images linked into ``folder/<stage>/`` with a ``.gt.txt`` beside them, and a list file."""
+    lists = {}
+    for stage, samples in splits.items():
+        (folder / stage).mkdir(parents=True, exist_ok=True)
+        paths = []
+        for index, sample in enumerate(samples):
+            link = folder / stage / f"{index:05d}{Path(sample.path).suffix}"
+            if not link.exists():
+                link.symlink_to(Path(sample.path).resolve())
+            link.with_suffix(".gt.txt").write_text(sample.text + "\n", encoding="utf-8")
+            paths.append(f"{link.absolute()}\n")  # the link, beside its .gt.txt
+        lists[stage] = folder / f"{stage}.lst"
+        lists[stage].write_text("".join(paths))
+    return lists
+
+
+def start(ketos: str, lists: dict[str, Path], kind: str, budget_s: float, threads: int, out: Path) -> subprocess.Popen:
+    """Kraken's run.py on the lists (``kind``: path, alto or page) in the background; JSON to ``out/report.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(PEER), "--ketos", ketos, "--format", kind, "--budget-s", str(budget_s)]
+    command += ["--threads", str(threads), "--out", str(out)]
+    command += [f"--{stage}={lists[stage]}" for stage in ("train", "val", "test")]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    with open(out / "report.json", "w") as report, open(out / "run.log", "w") as log:
+        return subprocess.Popen(command, stdout=report, stderr=log, env=env)
+
+
+def report(peer: subprocess.Popen, out: Path) -> dict:
+    """Kraken's JSON report once it has finished (its exit code when it failed; ``out/run.log`` says why)."""
+    peer.wait()
+    if peer.returncode != 0:
+        return {"error": f"exit {peer.returncode}, see {out / 'run.log'}"}
+    return json.loads((out / "report.json").read_text())
+
+
+def max_time(seconds: float) -> str:
+    """Lightning's ``trainer.max_time`` (DD:HH:MM:SS) for a budget in seconds."""
+    minutes, rest = divmod(int(seconds), 60)
+    return f"00:{minutes // 60:02d}:{minutes % 60:02d}:{rest:02d}"
+
+
+def pooled_cer(reports: Sequence[dict]) -> float | None:
+    """Kraken's CER over all folds' test characters (None unless every fold has its counts)."""
+    tests = [r.get("test", {}) for r in reports]
+    if not tests or not all(t.get("errors") is not None and t.get("characters") for t in tests):
+        return None
+    return round(sum(t["errors"] for t in tests) / sum(t["characters"] for t in tests), 4)
