@@ -1,0 +1,37 @@
+"""The benchmark scripts' own logic: pooling folds scored apart, and the GPU benchmark's answer on a CPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.helpers import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))  # the scripts import their neighbours as top-level modules
+from scores import pooled, score  # noqa: E402
+
+
+def test_folds_scored_apart_pool_to_the_score_of_all_lines_together():
+    references = ["the cat sat", "on the mat", "a b", "handwriting is hard"]
+    predictions = ["the cat sat", "in the mat", "ab", "handwritting hard"]
+    together = score(predictions, references)
+    apart = pooled([score(predictions[:1], references[:1]), score(predictions[1:], references[1:])])
+    assert apart["cer"] == together["cer"] > 0
+    assert apart["wer"] == together["wer"] > 0
+    assert apart["chars"] == sum(len(r) for r in references)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what it says without a GPU")
+def test_gpu_benchmark_says_in_one_line_that_it_needs_a_gpu():
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "bench_gpu.py")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "bench_gpu: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU machine, or with "
+        "--device cpu to check the script only"
+    ]
