@@ -36,7 +36,7 @@ import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
 import torch  # noqa: E402
 from lightning import Callback  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
-from scores import pooled, score  # noqa: E402 - scripts/scores.py
+from scores import pooled, report_folds, score  # noqa: E402 - scripts/scores.py
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from htr.beam import BeamSearchDecoder  # noqa: E402
@@ -193,9 +193,8 @@ def main_bench() -> None:
     parser.add_argument("--pool", nargs="+", type=Path, help="merge the folds of these reports; trains nothing")
     options, extra = parser.parse_known_args()  # the rest goes to `htr fit`, e.g. --trainer.max_epochs=30
     if options.pool:
-        reports = [json.loads(path.read_text()) for path in options.pool]
-        folds = [fold for r in reports for fold in r["folds"]]
-        report = {"pooled_from": {str(p): r["overrides"] for p, r in zip(options.pool, reports)}, "folds": folds}
+        folds, sources = report_folds(options.pool)
+        report = {"pooled_from": sources, "folds": folds}
     else:
         if options.peer_ketos and not options.budget_s:
             parser.error("--peer-ketos needs --budget-s: both sides train for the same wall time")

@@ -5,11 +5,13 @@ recognizer (``../shared/peers/kraken/run.py``, its defaults) on those XML lists 
 at the same time trains the config through the real CLI with the same wall-time budget (``trainer.max_time``),
 so that both see the same machine. It scores htr's best checkpoint (the one the registry would get) on the fold's
 test lines (CER/WER on the normalised text) and reads Kraken's CER from ``ketos test`` on the same pages.
-"pooled" scores every fold's test lines as one corpus. Prints one JSON object and writes it to --out. Run it from
+"pooled" scores every fold's test lines as one corpus; --pool merges the reports of earlier runs (folds run apart)
+into one pooled figure. Prints one JSON object and writes it to --out. Run it from
 the repository root (the config's paths are relative to it); give each side one thread on a shared machine:
 
     OMP_NUM_THREADS=1 python scripts/bench_pages.py --folds 0 --budget-s 1500 \
         --peer-ketos /work/kraken-venv/bin/ketos [htr fit overrides: --trainer.max_epochs=15]
+    python scripts/bench_pages.py --pool fold0.json fold12.json --out pooled.json
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
-from scores import pooled, score  # noqa: E402 - scripts/scores.py
+from scores import pooled, report_folds, score  # noqa: E402 - scripts/scores.py
 
 from htr.cli import build_cli  # noqa: E402
 from htr.data.documents import DocumentSample  # noqa: E402
@@ -92,14 +94,20 @@ def main_bench() -> None:
     parser.add_argument("--peer-threads", type=int, default=1)
     parser.add_argument("--workdir", default=None, help="keep checkpoints, lists and Kraken's logs here")
     parser.add_argument("--out", default="bench_pages.json", help="where to write the JSON too")
+    parser.add_argument("--pool", nargs="+", type=Path, help="merge the folds of these reports; trains nothing")
     options, extra = parser.parse_known_args()  # the rest goes to `htr fit`
-    workdir = Path(options.workdir or tempfile.mkdtemp(prefix="bench_pages_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir.resolve()}/mlflow.db"  # keep these runs apart
-    folds = []
-    for fold in options.folds:
-        folds.append(bench_fold(fold, options, extra, workdir))
-        print(json.dumps(folds[-1], ensure_ascii=False), file=sys.stderr, flush=True)
+    if options.pool:
+        folds, sources = report_folds(options.pool)
+        report = {"pooled_from": sources, "folds": folds}
+    else:
+        workdir = Path(options.workdir or tempfile.mkdtemp(prefix="bench_pages_"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir.resolve()}/mlflow.db"  # keep these runs apart
+        folds = []
+        for fold in options.folds:
+            folds.append(bench_fold(fold, options, extra, workdir))
+            print(json.dumps(folds[-1], ensure_ascii=False), file=sys.stderr, flush=True)
+        report = {"config": options.config, "overrides": extra, "budget_s": options.budget_s, "folds": folds}
     summary = {
         "folds": [f["fold"] for f in folds],
         "test_lines": sum(f["lines"]["test"] for f in folds),
@@ -108,14 +116,7 @@ def main_bench() -> None:
     }
     if all("kraken" in f for f in folds):
         summary["kraken_cer"] = kraken_peer.pooled_cer([f["kraken"] for f in folds])
-    report = {
-        "config": options.config,
-        "overrides": extra,
-        "budget_s": options.budget_s,
-        "folds": folds,
-        "pooled": summary,
-        "machine": machine_info(),
-    }
+    report |= {"pooled": summary, "machine": machine_info()}
     text = json.dumps(report, indent=2, ensure_ascii=False)
     Path(options.out).write_text(text)
     print(text)
