@@ -126,7 +126,7 @@ def main() -> None:
     common += ["--trainer.default_root_dir", str(workdir), "--data.init_args.data_dir", options.data_dir]
     if smoke:
         common += ["--trainer.accelerator", "cpu", "--trainer.limit_train_batches", "2"]
-        common += ["--trainer.limit_val_batches", "2"]
+        common += ["--trainer.limit_val_batches", "2", "--trainer.sync_batchnorm", "false"]  # SyncBN needs CUDA
         common += ["--data.init_args.num_workers", "0", "--data.init_args.pin_memory", "false"]
 
     throughput = {}

@@ -411,8 +411,10 @@ class IAMDataModule(TextImageDataModule):
     def batch_sampler(self, stage: str, shuffle: bool) -> BucketBatchSampler | None:
         if not self.bucketing:
             return None
-        if self.trainer is not None and self.trainer.world_size > 1:
-            log.warning("width bucketing is off under multi-device training: Lightning shards plain batches only")
+        if self.trainer is not None and self.trainer.distributed_sampler_kwargs is not None:
+            # DDP and the like, even on one device: Lightning then injects its DistributedSampler, which it can
+            # only do into plain batches (it refused our batch sampler with configs/trainer/gpu.yaml and 1 GPU)
+            log.warning("width bucketing is off under a distributed strategy: Lightning shards plain batches only")
             return None
         widths = [image.shape[1] for image in self.datasets[stage].images]
         return BucketBatchSampler(widths, self.batch_size, shuffle=shuffle, seed=self.seed)

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning import Trainer
 
 from htr.cli import main
 from htr.data.download import DatasetUnavailableError
@@ -152,6 +153,15 @@ def test_bucket_sampler_covers_every_index_once_with_tight_batches():
     assert list(sampler) != batches
     evaluation = list(BucketBatchSampler(widths, batch_size=16, shuffle=False))
     assert np.all(np.diff(widths[[i for b in evaluation for i in b]]) >= 0)
+
+
+@pytest.mark.parametrize("strategy", ["auto", "ddp"])
+def test_bucketing_gives_way_to_lightnings_sampler_under_a_distributed_strategy_even_on_one_device(iam_root, strategy):
+    dm = iam_datamodule(iam_root, batch_size=2)
+    dm.trainer = Trainer(accelerator="cpu", devices=1, strategy=strategy, logger=False, enable_checkpointing=False)
+    dm.setup("fit")
+    sampler = dm.batch_sampler("train", shuffle=True)
+    assert (sampler is None) == (strategy == "ddp")  # DDP injects a DistributedSampler into plain batches only
 
 
 def test_ctc_gets_each_samples_true_length(iam_root):
