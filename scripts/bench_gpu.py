@@ -11,7 +11,8 @@ Data: --data-dir, the 876-line subset in ../shared/data/iam by default (full IAM
 configs' ``split: auto`` then takes the RWTH lists). Prints one JSON object and writes it to --out.
 
 Without a CUDA device it prints why in one line and exits with status 2: there is nothing to measure on a CPU.
-``--device cpu`` runs the same two parts, a few steps each, to check the script itself (the figures mean nothing).
+``--device cpu --precisions 32-true`` runs the same two parts, a few steps each, to check the script itself (the
+figures mean nothing; bf16 is emulated on this CPU and takes minutes a step).
 
     python scripts/bench_gpu.py [--precisions 32-true bf16-mixed] [--target-cer 0.3] [--out bench_gpu.json]
 """

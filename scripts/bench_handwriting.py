@@ -23,20 +23,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import sys
-import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
 import torch  # noqa: E402
+from folds import report_folds, run_folds  # noqa: E402 - scripts/folds.py
 from lightning import Callback  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
-from scores import pooled, report_folds, score  # noqa: E402 - scripts/scores.py
+from scores import pooled, score  # noqa: E402 - scripts/scores.py
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from htr.beam import BeamSearchDecoder  # noqa: E402
@@ -108,7 +107,7 @@ def _flops_per_line(recognizer: Recognizer, width: int) -> int:
     return counter.get_total_flops() + lstm
 
 
-def bench_fold(fold: int, options: argparse.Namespace, extra: list[str], workdir: Path) -> dict:
+def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: list[str]) -> dict:
     """Train and score one writer fold (and Kraken beside it when asked); returns its figures."""
     peer = None
     if options.peer_ketos:
@@ -172,8 +171,7 @@ def pool(folds: list[dict]) -> dict:
     for reader in ("greedy", "beam_lm"):
         if all(reader in f for f in folds):
             summary[reader] = {**pooled(f[reader] for f in folds), "cer_per_fold": [f[reader]["cer"] for f in folds]}
-    if all("kraken" in f for f in folds):
-        summary["kraken_cer"] = kraken_peer.pooled_cer([f["kraken"] for f in folds])
+    summary["kraken_beside_htr_greedy"] = kraken_peer.pooled_beside_htr(folds, lambda fold: fold["greedy"])
     return summary
 
 
@@ -198,15 +196,7 @@ def main_bench() -> None:
     else:
         if options.peer_ketos and not options.budget_s:
             parser.error("--peer-ketos needs --budget-s: both sides train for the same wall time")
-        workdir = Path(options.workdir or tempfile.mkdtemp(prefix="bench_handwriting_"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir.resolve()}/mlflow.db"  # keep benchmark runs apart
-        folds = []
-        for fold in options.folds:
-            folds.append(bench_fold(fold, options, extra, workdir))
-            print(json.dumps(folds[-1]), file=sys.stderr, flush=True)
-        if options.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        folds = run_folds(options.folds, partial(bench_fold, options=options, extra=extra), options.workdir)
         report = {"config": options.config, "overrides": extra, "budget_s": options.budget_s, "folds": folds}
     report |= {"pooled": pool(folds), "machine": machine_info()}
     text = json.dumps(report, indent=2)

@@ -20,18 +20,18 @@ import argparse
 import json
 import os
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
+from folds import report_folds, run_folds  # noqa: E402 - scripts/folds.py
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
-from scores import pooled, report_folds, score  # noqa: E402 - scripts/scores.py
+from scores import pooled, score  # noqa: E402 - scripts/scores.py
 
 from htr.cli import build_cli  # noqa: E402
 from htr.data.documents import DocumentSample  # noqa: E402
@@ -43,7 +43,7 @@ def _pages(samples: Sequence[DocumentSample]) -> list[str]:
     return sorted({sample.source.rsplit("#", 1)[0] for sample in samples})
 
 
-def bench_fold(fold: int, options: argparse.Namespace, extra: list[str], workdir: Path) -> dict:
+def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: list[str]) -> dict:
     """Train and score one document fold (and Kraken beside it); returns its figures."""
     splits: dict[str, list[DocumentSample]] = kraken_peer.config_splits(options.config, fold)  # type: ignore[assignment]
     lists = {}
@@ -100,13 +100,7 @@ def main_bench() -> None:
         folds, sources = report_folds(options.pool)
         report = {"pooled_from": sources, "folds": folds}
     else:
-        workdir = Path(options.workdir or tempfile.mkdtemp(prefix="bench_pages_"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir.resolve()}/mlflow.db"  # keep these runs apart
-        folds = []
-        for fold in options.folds:
-            folds.append(bench_fold(fold, options, extra, workdir))
-            print(json.dumps(folds[-1], ensure_ascii=False), file=sys.stderr, flush=True)
+        folds = run_folds(options.folds, partial(bench_fold, options=options, extra=extra), options.workdir)
         report = {"config": options.config, "overrides": extra, "budget_s": options.budget_s, "folds": folds}
     summary = {
         "folds": [f["fold"] for f in folds],
@@ -114,8 +108,7 @@ def main_bench() -> None:
         "htr": pooled(f["htr"]["test"] for f in folds),
         "htr_train_seconds_median": statistics.median(f["htr"]["train_seconds"] for f in folds),
     }
-    if all("kraken" in f for f in folds):
-        summary["kraken_cer"] = kraken_peer.pooled_cer([f["kraken"] for f in folds])
+    summary["kraken_beside_htr"] = kraken_peer.pooled_beside_htr(folds, lambda fold: fold["htr"]["test"])
     report |= {"pooled": summary, "machine": machine_info()}
     text = json.dumps(report, indent=2, ensure_ascii=False)
     Path(options.out).write_text(text)

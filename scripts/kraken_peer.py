@@ -13,10 +13,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
+from scores import pooled
 
 from htr.data.dataset import Sample
 
@@ -74,9 +75,13 @@ def max_time(seconds: float) -> str:
     return f"00:{minutes // 60:02d}:{minutes % 60:02d}:{rest:02d}"
 
 
-def pooled_cer(reports: Sequence[dict]) -> float | None:
-    """Kraken's CER over all folds' test characters (None unless every fold has its counts)."""
-    tests = [r.get("test", {}) for r in reports]
-    if not tests or not all(t.get("errors") is not None and t.get("characters") for t in tests):
+def pooled_beside_htr(folds: Sequence[dict], htr_score: Callable[[dict], dict]) -> dict | None:
+    """Kraken's and htr's CER over the test characters of the folds that ran Kraken (None when none did)."""
+    tests = [(fold, fold["kraken"]["test"]) for fold in folds if "test" in fold.get("kraken", {})]
+    if not tests or not all(t.get("errors") is not None and t.get("characters") for _, t in tests):
         return None
-    return round(sum(t["errors"] for t in tests) / sum(t["characters"] for t in tests), 4)
+    return {
+        "folds": [fold["fold"] for fold, _ in tests],
+        "kraken_cer": round(sum(t["errors"] for _, t in tests) / sum(t["characters"] for _, t in tests), 4),
+        "htr_cer": pooled(htr_score(fold) for fold, _ in tests)["cer"],
+    }

@@ -6,9 +6,7 @@ torchmetrics' CER is total character edits over total reference characters; keep
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
@@ -37,9 +35,3 @@ def pooled(scores: Iterable[dict[str, float | int]]) -> dict[str, float | int]:
         "wer": round(totals["word_edits"] / max(totals["words"], 1), 4),
         **totals,
     }
-
-
-def report_folds(paths: Sequence[Path]) -> tuple[list[dict], dict[str, list[str]]]:
-    """The folds of earlier benchmark reports (JSON files), and each report's overrides, for ``--pool``."""
-    reports = {str(path): json.loads(Path(path).read_text()) for path in paths}
-    return [fold for r in reports.values() for fold in r["folds"]], {p: r["overrides"] for p, r in reports.items()}
