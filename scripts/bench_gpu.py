@@ -34,7 +34,6 @@ import torch  # noqa: E402
 from lightning import Callback, LightningModule, Trainer  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
 
-from htr.cli import build_cli  # noqa: E402
 from htr.data.collate import Batch  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +99,8 @@ def _synchronize() -> None:
 
 def fit(args: list[str], clock: GpuClock) -> GpuClock:
     """``htr fit`` with these arguments and the clock among the callbacks (the CLI's own config handling)."""
+    from htr.cli import build_cli  # here, so that the answer without a GPU does not wait for MLflow's import
+
     cli = build_cli(args, run=False)
     cli.trainer.callbacks.append(clock)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
