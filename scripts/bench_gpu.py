@@ -31,6 +31,7 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
+from folds import max_time  # noqa: E402 - scripts/folds.py
 from lightning import Callback, LightningModule, Trainer  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
 
@@ -140,7 +141,7 @@ def main() -> None:
         print(json.dumps({precision: throughput[precision]}), file=sys.stderr, flush=True)
 
     recipe = ["--config", str(CONFIGS / "iam_lines_cpu.yaml"), *common, "--trainer.accelerator", options.device]
-    recipe += ["--trainer.max_time", f"00:00:{int(options.max_minutes):02d}:{int(options.max_minutes % 1 * 60):02d}"]
+    recipe += ["--trainer.max_time", max_time(options.max_minutes * 60)]
     recipe += ["--trainer.max_epochs", "2" if smoke else "200"]
     init_from = options.init_from if Path(options.init_from).expanduser().exists() else None
     if init_from:

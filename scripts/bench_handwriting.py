@@ -32,7 +32,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
 import torch  # noqa: E402
-from folds import report_folds, run_folds  # noqa: E402 - scripts/folds.py
+from folds import max_time, report_folds, run_folds  # noqa: E402 - scripts/folds.py
 from lightning import Callback  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
 from scores import pooled, score  # noqa: E402 - scripts/scores.py
@@ -111,13 +111,14 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
     """Train and score one writer fold (and Kraken beside it when asked); returns its figures."""
     peer = None
     if options.peer_ketos:
-        lists = kraken_peer.write_line_lists(kraken_peer.config_splits(options.config, fold), workdir / f"lines{fold}")
+        splits = kraken_peer.config_splits(options.config, fold, extra)
+        lists = kraken_peer.write_line_lists(splits, workdir / f"lines{fold}")
         out = workdir / f"kraken{fold}"
         peer = kraken_peer.start(options.peer_ketos, lists, "path", options.budget_s, options.peer_threads, out)
     args = ["fit", "--config", options.config, "--data.init_args.fold", str(fold)]
     args += ["--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(workdir / f"fold{fold}")]
     if options.budget_s:
-        args += ["--trainer.max_time", kraken_peer.max_time(options.budget_s)]
+        args += ["--trainer.max_time", max_time(options.budget_s)]
     args += ["--registry.enabled", "false", *extra, "--trainer.callbacks+", "__main__._EpochClock"]
     start = time.perf_counter()
     cli = main(args)

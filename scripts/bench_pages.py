@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
-from folds import report_folds, run_folds  # noqa: E402 - scripts/folds.py
+from folds import max_time, report_folds, run_folds  # noqa: E402 - scripts/folds.py
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
 from scores import pooled, score  # noqa: E402 - scripts/scores.py
@@ -45,7 +45,7 @@ def _pages(samples: Sequence[DocumentSample]) -> list[str]:
 
 def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: list[str]) -> dict:
     """Train and score one document fold (and Kraken beside it); returns its figures."""
-    splits: dict[str, list[DocumentSample]] = kraken_peer.config_splits(options.config, fold)  # type: ignore[assignment]
+    splits: dict[str, list[DocumentSample]] = kraken_peer.config_splits(options.config, fold, extra)  # type: ignore[assignment]
     lists = {}
     for stage, samples in splits.items():
         lists[stage] = workdir / f"fold{fold}_{stage}.lst"
@@ -55,7 +55,7 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
         out = workdir / f"kraken{fold}"
         peer = kraken_peer.start(options.peer_ketos, lists, "alto", options.budget_s, options.peer_threads, out)
     args = ["fit", "--config", options.config, "--data.init_args.fold", str(fold)]
-    args += ["--trainer.max_time", kraken_peer.max_time(options.budget_s), "--trainer.enable_progress_bar", "false"]
+    args += ["--trainer.max_time", max_time(options.budget_s), "--trainer.enable_progress_bar", "false"]
     args += ["--trainer.default_root_dir", str(workdir / f"fold{fold}"), "--registry.enabled", "false", *extra]
     start = time.perf_counter()
     cli = build_cli(args)

@@ -1,4 +1,4 @@
-"""The fold loop of the cross-validation benchmarks, and merging folds that were run apart (``--pool``)."""
+"""What the training benchmarks share: the fold loop, merging folds run apart (``--pool``), and the time budget."""
 
 from __future__ import annotations
 
@@ -33,3 +33,9 @@ def report_folds(paths: Sequence[Path]) -> tuple[list[dict], dict[str, list[str]
     """The folds of earlier benchmark reports (JSON files), and each report's overrides."""
     reports = {str(path): json.loads(Path(path).read_text()) for path in paths}
     return [fold for r in reports.values() for fold in r["folds"]], {p: r["overrides"] for p, r in reports.items()}
+
+
+def max_time(seconds: float) -> str:
+    """Lightning's ``trainer.max_time`` (DD:HH:MM:SS) for a budget in seconds."""
+    minutes, rest = divmod(int(seconds), 60)
+    return f"00:{minutes // 60:02d}:{minutes % 60:02d}:{rest:02d}"

@@ -8,7 +8,6 @@ JSON report when both are done. Pages go to Kraken as their XML files; line data
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -16,21 +15,19 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import yaml
 from scores import pooled
 
+from htr.cli import build_cli
 from htr.data.dataset import Sample
+from htr.data.stats import build_datamodule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEER = REPO_ROOT.parent / "shared" / "peers" / "kraken" / "run.py"
 
 
-def config_splits(config: str, fold: int) -> dict[str, list[Sample]]:
-    """The samples of each stage as the config's DataModule deals them for writer/document ``fold``."""
-    data = yaml.safe_load(Path(config).read_text())["data"]
-    module_name, class_name = data["class_path"].rsplit(".", 1)
-    datamodule = getattr(importlib.import_module(module_name), class_name)(**{**data["init_args"], "fold": fold})
-    return datamodule.split_samples()
+def config_splits(config: str, fold: int, overrides: Sequence[str] = ()) -> dict[str, list[Sample]]:
+    """The samples of each stage as ``htr fit --config config`` deals them for writer/document ``fold``."""
+    return build_datamodule([config], [*overrides, "--data.init_args.fold", str(fold)], build_cli).split_samples()
 
 
 def write_line_lists(splits: dict[str, Sequence[Sample]], folder: Path) -> dict[str, Path]:
@@ -67,12 +64,6 @@ def report(peer: subprocess.Popen, out: Path) -> dict:
     if peer.returncode != 0:
         return {"error": f"exit {peer.returncode}, see {out / 'run.log'}"}
     return json.loads((out / "report.json").read_text())
-
-
-def max_time(seconds: float) -> str:
-    """Lightning's ``trainer.max_time`` (DD:HH:MM:SS) for a budget in seconds."""
-    minutes, rest = divmod(int(seconds), 60)
-    return f"00:{minutes // 60:02d}:{minutes % 60:02d}:{rest:02d}"
 
 
 def pooled_beside_htr(folds: Sequence[dict], htr_score: Callable[[dict], dict]) -> dict | None:
