@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml constraints-cpu.txt
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,server]' -c constraints-cpu.txt
+	$(BIN)/pip install --quiet -e '.[dev,server,lm]' -c constraints-cpu.txt
 	touch $@
 
 train: setup  ## train the Captcha model (tracked in MLflow, best model registered)

@@ -17,9 +17,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm import tqdm
 
-from htr.data.texts import add_text_source, parse_texts
+from htr.data.texts import TextSource, add_text_source, parse_texts
 
 if TYPE_CHECKING:  # htr.beam imports this module: it must not pull in the training side (Lightning, data)
     from htr.data.stats import BuildCLI
@@ -143,6 +144,27 @@ def build_arpa(texts: Iterable[str], path: str | Path, order: int = 6, vocabular
     return write_arpa(kneser_ney(texts, order, vocabulary, progress=True), path)
 
 
+def with_general_words(
+    texts: Sequence[str], language: str, vocabulary: str = "", lines: int = 20_000, text_weight: int = 5
+) -> tuple[list[str], set[str]]:
+    """``texts`` repeated ``text_weight`` times plus ``lines`` lines drawn from the general word statistics of
+    ``language`` (``TextSource.from_wordfreq``, spelled in ``vocabulary``, else in the texts' characters), and the
+    words of both, each general word also capitalised: the text of an LM and its lexicon."""
+    general = TextSource.from_wordfreq(language, texts, vocabulary or "".join(sorted(set("".join(texts)))))
+    rng = np.random.default_rng(0)
+    words = {word for text in texts for word in text.split()}
+    words |= {form for word in general.words for form in (word, word[0].upper() + word[1:])}
+    return [*texts] * text_weight + [general.line(rng) for _ in range(lines)], words
+
+
+def write_lexicon(words: Iterable[str], path: str | Path) -> Path:
+    """One word per line, sorted: the ``lexicon`` file of ``htr.beam.BeamSearchDecoder``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{word}\n" for word in sorted(words)), encoding="utf-8")
+    return path
+
+
 def main(args: Sequence[str] | None, build_cli: BuildCLI) -> Path:
     """``htr lm build``; ``build_cli`` is ``htr.cli.build_cli``, passed in as to ``htr data stats``."""
     parser = argparse.ArgumentParser(
@@ -155,14 +177,35 @@ override the config as for htr fit (e.g. --data.init_args.data_dir DIR).
   htr lm build --config configs/iam_lines_cpu.yaml --output lm/iam_char6.arpa
   htr test --config configs/iam_lines_cpu.yaml --ckpt_path BEST.ckpt \\
       --model.decoder htr.beam.BeamSearchDecoder --model.decoder.lm lm/iam_char6.arpa
-  htr transcribe --model BEST.ckpt --lm lm/iam_char6.arpa --beam-width 10 LINES/""",
+  htr transcribe --model BEST.ckpt --lm lm/iam_char6.arpa --beam-width 10 LINES/
+
+With --words LANG the model also learns the general word statistics of the language (the wordfreq package: pip
+install 'htr[lm]'), which a few hundred training lines lack; --lexicon writes the words the decoder may spell:
+
+  htr lm build --config configs/iam_lines_cpu.yaml --words en --output lm/iam_en.arpa --lexicon lm/iam_en.txt
+  htr test ... --model.decoder htr.beam.BeamSearchDecoder --model.decoder.beam_width 30 \
+      --model.decoder.lm lm/iam_en.arpa --model.decoder.lexicon lm/iam_en.txt""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_text_source(parser, "a UTF-8 text file, one sentence per line")
     parser.add_argument("--order", type=int, default=6, help="longest n-gram, in characters (default 6)")
     parser.add_argument("--output", "-o", type=Path, required=True, help="the ARPA file to write")
+    parser.add_argument("--words", metavar="LANG", help="add the general word statistics of LANG (en, fr, de...)")
+    parser.add_argument(
+        "--word-lines", type=int, default=20_000, help="lines drawn from --words' statistics (default 20000)"
+    )
+    parser.add_argument(
+        "--text-weight", type=int, default=5, help="times each source line counts against a --words line (default 5)"
+    )
+    parser.add_argument("--lexicon", type=Path, help="also write the words (source and --words) to this file")
     options, texts, vocabulary = parse_texts(parser, args, build_cli)
     texts = [text for text in texts if text.strip()]
+    words = {word for text in texts for word in text.split()}
+    if options.words is not None:
+        texts, words = with_general_words(texts, options.words, vocabulary, options.word_lines, options.text_weight)
     path = build_arpa(texts, options.output, options.order, vocabulary)
     print(f"wrote {path}: {options.order}-gram over {len(texts)} lines, {sum(map(len, texts))} characters")
+    if options.lexicon is not None:
+        write_lexicon(words, options.lexicon)
+        print(f"wrote {options.lexicon}: {len(words)} words")
     return path

@@ -16,9 +16,7 @@ split by document is by font.
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +26,7 @@ import numpy as np
 from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
-from htr.data.texts import add_text_source, parse_texts
+from htr.data.texts import TextSource, add_text_source, parse_texts
 from htr.data.transforms import handwriting_augmentation
 
 if TYPE_CHECKING:
@@ -41,40 +39,6 @@ HANDWRITING_FONT_DIRS = (
     "comic-neue",
 )  # fmt: skip
 FONT_SUFFIXES = (".ttf", ".otf")
-
-
-@dataclass(frozen=True)
-class TextSource:
-    """Word frequencies and line lengths (in characters) of a text corpus.
-
-    Attributes:
-        words: distinct words.
-        weights: probability of each word.
-        lengths: the corpus's line lengths, drawn from for each synthetic line.
-    """
-
-    words: tuple[str, ...]
-    weights: np.ndarray
-    lengths: tuple[int, ...]
-
-    @classmethod
-    def from_lines(cls, lines: Sequence[str]) -> TextSource:
-        counts = Counter(word for line in lines for word in line.split())
-        if not counts:
-            raise ValueError("the text source holds no words")
-        words = tuple(sorted(counts))
-        weights = np.array([counts[w] for w in words], float)
-        return cls(words, weights / weights.sum(), tuple(len(line.strip()) for line in lines if line.strip()))
-
-    def line(self, rng: np.random.Generator, covered: frozenset[str] | None = None) -> str:
-        """Words drawn by frequency until the line is as long as a drawn corpus line; only ``covered`` characters."""
-        target = self.lengths[rng.integers(len(self.lengths))]
-        words: list[str] = []
-        while len(" ".join(words)) < target:
-            word = self.words[rng.choice(len(self.words), p=self.weights)]
-            if covered is None or set(word) <= covered:
-                words.append(word)
-        return " ".join(words)
 
 
 def handwriting_fonts(root: Path = FONT_ROOT) -> list[Path]:

@@ -1,11 +1,13 @@
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary
 
 from htr.cli import main
+from htr.data.texts import TextSource
 from htr.lm import SPACE_TOKEN, UNK, build_arpa, kneser_ney, lm_token
 from tests.helpers import REPO_ROOT
 
@@ -85,3 +87,36 @@ def test_lm_build_command_reads_only_the_training_split(tmp_path, captcha_files,
     five_grams = {line.split("\t")[1].replace(" ", "") for line in (tmp_path / "lm.arpa").read_text().splitlines()
                   if line.count(" ") == 4}  # fmt: skip
     assert not held_out & five_grams  # no held-out label (5 characters) is in the model as a whole 5-gram
+
+
+def test_general_words_teach_the_lm_words_the_training_lines_lack(tmp_path, capsys):
+    text = tmp_path / "texts.txt"
+    lines = [*TEXTS, "bus echo"]  # the letters, not the words, of "house" and "because"
+    text.write_text("\n".join(lines) + "\n")
+    lexicon = tmp_path / "words.txt"
+    args = ["lm", "build", "--text", str(text), "--order", "4", "--output", str(tmp_path / "lm.arpa")]
+    main([*args, "--words", "en", "--word-lines", "2000", "--lexicon", str(lexicon)])
+    words = set(lexicon.read_text().split())
+    assert {"cat", "that", "house", "House", "because"} <= words  # the lines' words, and general ones
+    assert not any(c.isdigit() for word in words for c in word)
+    chars = "".join(sorted(set("".join(lines))))
+    alone, _ = _load(build_arpa(lines, tmp_path / "alone.arpa", order=4, vocabulary=chars), chars)
+    general, tokens = _load(tmp_path / "lm.arpa", chars)
+    after = "the hous"
+    p_general, p_alone = (_next_char_probabilities(lm, tokens, after)["e"] for lm in (general, alone))
+    assert p_general > 3 * p_alone
+    assert f"{len(words)} words" in capsys.readouterr().out
+
+
+def test_general_words_keep_to_the_alphabet_and_the_lines_capitals():
+    source = TextSource.from_wordfreq("en", ["The Cat", "a cat", "the rat", "that is"], alphabet="abcdefghst ")
+    assert set("".join(source.words)) <= set("abcdefghst") and "the" in source.words
+    assert source.capitalized == 2 / 8
+    lines = [source.line(np.random.default_rng(seed)) for seed in range(200)]
+    share = sum(word[0].isupper() for line in lines for word in line.split()) / sum(len(line.split()) for line in lines)
+    assert 0.15 < share < 0.35
+
+
+def test_unknown_language_names_the_known_ones():
+    with pytest.raises(ValueError, match="no language 'xx'.*'en'"):
+        TextSource.from_wordfreq("xx", ["the cat"])

@@ -1,14 +1,102 @@
-"""Where tools that learn from text (``htr lm build``, ``htr synth``) take it: a text file or a config's train split."""
+"""Where tools that learn from text (``htr lm build``, ``htr synth``) take it: a text file or a config's train split,
+and the word statistics they draw new lines from (``TextSource``), optionally a language's general vocabulary."""
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from htr.data.stats import BuildCLI
+
+GENERAL_WORDS = 100_000  # wordfreq's most frequent words of a language: 97.8% of the running words of IAM test lines
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Word frequencies and line lengths (in characters) of a text corpus.
+
+    Attributes:
+        words: distinct words.
+        weights: probability of each word.
+        lengths: the corpus's line lengths, drawn from for each synthetic line.
+        capitalized: share of drawn words given a capital first letter (general word lists are lowercase).
+    """
+
+    words: tuple[str, ...]
+    weights: np.ndarray
+    lengths: tuple[int, ...]
+    capitalized: float = 0.0
+
+    @classmethod
+    def from_lines(cls, lines: Sequence[str]) -> TextSource:
+        counts = Counter(word for line in lines for word in line.split())
+        if not counts:
+            raise ValueError("the text source holds no words")
+        words = tuple(sorted(counts))
+        weights = np.array([counts[w] for w in words], float)
+        return cls(words, weights / weights.sum(), _line_lengths(lines))
+
+    @classmethod
+    def from_wordfreq(
+        cls, language: str, lines: Sequence[str], alphabet: str = "", top: int = GENERAL_WORDS
+    ) -> TextSource:
+        """The ``top`` words of ``language`` by their frequency in general text (the wordfreq package), spelled in
+        ``alphabet`` (any when empty), with the line lengths and the share of capitalised words of ``lines``.
+
+        A few hundred training lines hold a few thousand words; a language model or a synthetic corpus drawn from
+        this knows the words that the test lines will use instead.
+        """
+        try:
+            import wordfreq
+        except ImportError:
+            raise ImportError(f"general word statistics ({language}) need wordfreq: pip install 'htr[lm]'") from None
+        if language not in wordfreq.available_languages():
+            raise ValueError(f"wordfreq has no language {language!r}; it has {sorted(wordfreq.available_languages())}")
+        frequencies = wordfreq.get_frequency_dict(language)
+        allowed = set(alphabet)
+        words = tuple(
+            word
+            for word in wordfreq.top_n_list(language, top)
+            if not any(c.isdigit() for c in word) and (not allowed or set(word) <= allowed)
+        )  # wordfreq writes every digit as 0
+        if not words:
+            raise ValueError(f"no word of wordfreq's {language!r} list is spelled in the alphabet {alphabet!r}")
+        line_words = [word for line in lines for word in line.split()]
+        if not line_words:
+            raise ValueError("the text source holds no words")
+        weights = np.array([frequencies[word] for word in words])
+        capitalized = sum(word[0].isupper() for word in line_words) / len(line_words)
+        return cls(words, weights / weights.sum(), _line_lengths(lines), capitalized)
+
+    @cached_property
+    def _cdf(self) -> np.ndarray:
+        cdf = self.weights.cumsum()
+        return cdf / cdf[-1]
+
+    def line(self, rng: np.random.Generator, covered: frozenset[str] | None = None) -> str:
+        """Words drawn by frequency until the line is as long as a drawn corpus line; only ``covered`` characters."""
+        target = self.lengths[rng.integers(len(self.lengths))]
+        words: list[str] = []
+        while len(" ".join(words)) < target:
+            # what rng.choice(len(words), p=weights) draws, without its O(vocabulary) setup per call
+            word = self.words[int(self._cdf.searchsorted(rng.random(), side="right"))]
+            if self.capitalized and rng.random() < self.capitalized:
+                word = word[0].upper() + word[1:]
+            if covered is None or set(word) <= covered:
+                words.append(word)
+        return " ".join(words)
+
+
+def _line_lengths(lines: Sequence[str]) -> tuple[int, ...]:
+    return tuple(len(line.strip()) for line in lines if line.strip())
 
 
 def add_text_source(parser: argparse.ArgumentParser, text_help: str) -> None:
