@@ -1,16 +1,17 @@
 """Handwriting benchmark: writer k-fold cross-validation of an IAM line config, on hands the model never saw.
 
-For each fold (``data.fold``: disjoint test writers) it trains the config through the real CLI and scores the
-best checkpoint (the one the registry would get) on the fold's test writers: CER/WER, training seconds, seconds
-per epoch, parameters, multiply-accumulate FLOPs per line (a line of the test set's median width), and lines/s
-of the traced recognizer at batch 1 and 16 (median of 5 windows). "pooled" scores every fold's test lines as one
-corpus (character and word edits over all references), since one fold of ~4 writers moves by several points.
-Each fold is scored with greedy decoding (what the registered model does by default) and, unless --lm-order 0,
-with beam search and a character n-gram LM of that fold's training lines only (weights fixed beforehand, e.g. by
-scripts/bench_decoding.py on fold 0's validation writers). With --peer-ketos, Kraken's recognizer trains on the
-same fold's lines at the same time with the same wall-time budget (--budget-s, also htr's trainer.max_time).
-Prints one JSON object and writes it to --out; --pool merges the reports of earlier runs (folds run apart) into
-one pooled figure. Run it from the repository root (the configs' data_dir is relative).
+For each fold (``data.fold``: disjoint test writers) it trains the config through the real CLI and scores the best
+checkpoint (the one the registry would get) on the fold's test writers: CER/WER, training seconds, seconds per
+epoch, parameters, multiply-accumulate FLOPs per line (a line of the test set's median width), and lines/s of the
+traced recognizer at batch 1 and 16 (median of 5 windows). "pooled" scores every fold's test lines as one corpus
+(character and word edits over all references), since one fold of ~4 writers moves by several points. Each fold is
+scored with greedy decoding (what the registered model does by default) and, unless --lm-order 0, with beam search
+and a character n-gram LM of that fold's training lines only (``beam_lm``), and with that LM widened by a
+language's general word statistics and held to a lexicon (``beam_words``; scripts/fold_decoders.py).
+With --peer-ketos, Kraken's recognizer trains on the same fold's lines at the same time with the same wall-time budget
+(--budget-s, also htr's trainer.max_time). Prints one JSON object and writes it to --out; --pool merges the reports
+of earlier runs (folds run apart) into one pooled figure. Run it from the repository root (the configs' data_dir is
+relative).
 
     OMP_NUM_THREADS=1 python scripts/bench_handwriting.py --folds 0 1 2 [--workdir DIR] [--trainer.max_epochs=60 ...]
     OMP_NUM_THREADS=1 python scripts/bench_handwriting.py --folds 1 --budget-s 1500 \
@@ -32,17 +33,16 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
 import torch  # noqa: E402
+from fold_decoders import fold_decoders  # noqa: E402 - scripts/fold_decoders.py
 from folds import max_time, report_folds, run_folds  # noqa: E402 - scripts/folds.py
 from lightning import Callback  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
 from scores import pooled, score  # noqa: E402 - scripts/scores.py
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from htr.beam import BeamSearchDecoder  # noqa: E402
 from htr.cli import main  # noqa: E402
 from htr.data.dataset import TextImageDataset  # noqa: E402
 from htr.inference import Recognizer  # noqa: E402
-from htr.lm import build_arpa  # noqa: E402
 from htr.loading import load_model  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -148,10 +148,10 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
     }
     if options.lm_order:  # the fold's training lines only: its test writers' text stays unseen
         texts = [sample.text for sample in cli.datamodule.datasets["train"].samples]
-        lm = build_arpa(texts, workdir / f"fold{fold}_char{options.lm_order}.arpa", options.lm_order,
-                        cli.datamodule.charset)  # fmt: skip
-        recognizer.decoder = BeamSearchDecoder(options.beam_width, lm, options.lm_weight, options.word_score)
-        result["beam_lm"] = score([t.text for t in recognizer.transcribe_tensors(images, 16)], references)
+        decoders = fold_decoders(texts, cli.datamodule.charset, workdir, fold, options.lm_order, options.words)
+        for reader, decoder in decoders.items():
+            recognizer.decoder = decoder
+            result[reader] = score([t.text for t in recognizer.transcribe_tensors(images, 16)], references)
     if peer is not None:
         result["kraken"] = kraken_peer.report(peer, workdir / f"kraken{fold}")
     return result
@@ -169,7 +169,7 @@ def pool(folds: list[dict]) -> dict:
         "test_writers": sum(len(f["test_writers"]) for f in folds),
         "train_seconds_median": statistics.median(f["train_seconds"] for f in folds),
     }
-    for reader in ("greedy", "beam_lm"):
+    for reader in ("greedy", "beam_lm", "beam_words"):
         if all(reader in f for f in folds):
             summary[reader] = {**pooled(f[reader] for f in folds), "cer_per_fold": [f[reader]["cer"] for f in folds]}
     summary["kraken_beside_htr_greedy"] = kraken_peer.pooled_beside_htr(folds, lambda fold: fold["greedy"])
@@ -183,9 +183,7 @@ def main_bench() -> None:
     parser.add_argument("--out", default="bench_handwriting.json", help="where to write the JSON too")
     parser.add_argument("--workdir", default=None, help="keep the folds' checkpoints, LMs and MLflow runs here")
     parser.add_argument("--lm-order", type=int, default=6, help="character LM order for beam scoring (0: greedy only)")
-    parser.add_argument("--lm-weight", type=float, default=0.4, help="tuned on fold 0's validation writers")
-    parser.add_argument("--word-score", type=float, default=2.0, help="tuned on fold 0's validation writers")
-    parser.add_argument("--beam-width", type=int, default=10)
+    parser.add_argument("--words", default="en", help="language of the general words for beam_words ('': none)")
     parser.add_argument("--budget-s", type=float, default=None, help="wall-time budget per fold (htr and Kraken)")
     parser.add_argument("--peer-ketos", default=None, help="ketos of a Kraken venv: train Kraken beside htr")
     parser.add_argument("--peer-threads", type=int, default=1)

@@ -2,12 +2,13 @@
 
 For each fold (``data.fold``: disjoint test documents) it lists the pages of train, val and test, starts Kraken's
 recognizer (``../shared/peers/kraken/run.py``, its defaults) on those XML lists when ``--peer-ketos`` is given, and
-at the same time trains the config through the real CLI with the same wall-time budget (``trainer.max_time``),
-so that both see the same machine. It scores htr's best checkpoint (the one the registry would get) on the fold's
-test lines (CER/WER on the normalised text) and reads Kraken's CER from ``ketos test`` on the same pages.
-"pooled" scores every fold's test lines as one corpus; --pool merges the reports of earlier runs (folds run apart)
-into one pooled figure. Prints one JSON object and writes it to --out. Run it from
-the repository root (the config's paths are relative to it); give each side one thread on a shared machine:
+at the same time trains the config through the real CLI with the same wall-time budget (``trainer.max_time``), so
+that both see the same machine. It scores htr's best checkpoint (the one the registry would get) on the fold's test
+lines (CER/WER on the normalised text; greedy, then with the beam-search decoders of scripts/fold_decoders.py,
+built from the fold's training lines and French general words) and reads Kraken's CER from ``ketos test`` on the
+same pages. "pooled" scores every fold's test lines as one corpus; --pool merges the reports of earlier runs (folds
+run apart) into one pooled figure. Prints one JSON object and writes it to --out. Run it from the repository root
+(the config's paths are relative to it); give each side one thread on a shared machine:
 
     OMP_NUM_THREADS=1 python scripts/bench_pages.py --folds 0 --budget-s 1500 \
         --peer-ketos /work/kraken-venv/bin/ketos [htr fit overrides: --trainer.max_epochs=15]
@@ -28,6 +29,7 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
+from fold_decoders import fold_decoders  # noqa: E402 - scripts/fold_decoders.py
 from folds import max_time, report_folds, run_folds  # noqa: E402 - scripts/folds.py
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
@@ -65,7 +67,8 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
     best = checkpoint.best_model_path
     recognizer = load_model(best)
     samples = cli.datamodule.datasets["test"].samples
-    predictions = [t.text for t in recognizer.transcribe([str(s.path) for s in samples], 16)]
+    images = [recognizer.preprocess(str(s.path)) for s in samples]
+    predictions = [t.text for t in recognizer.transcribe_tensors(images, 16)]
     references = [s.text for s in samples]
     result = {
         "fold": fold,
@@ -80,6 +83,13 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
             "parameters": sum(p.numel() for p in cli.model.net.parameters()),
         },
     }
+    if options.lm_order:  # the fold's training lines only: its test documents' text stays unseen
+        texts = [sample.text for sample in cli.datamodule.datasets["train"].samples]
+        decoders = fold_decoders(texts, cli.datamodule.charset, workdir, fold, options.lm_order, options.words)
+        for reader, decoder in decoders.items():
+            recognizer.decoder = decoder
+            result["htr"][f"test_{reader}"] = score([t.text for t in recognizer.transcribe_tensors(images, 16)],
+                                                    references)  # fmt: skip
     if peer is not None:
         result["kraken"] = kraken_peer.report(peer, workdir / f"kraken{fold}")
     return result
@@ -94,6 +104,8 @@ def main_bench() -> None:
     parser.add_argument("--peer-threads", type=int, default=1)
     parser.add_argument("--workdir", default=None, help="keep checkpoints, lists and Kraken's logs here")
     parser.add_argument("--out", default="bench_pages.json", help="where to write the JSON too")
+    parser.add_argument("--lm-order", type=int, default=6, help="character LM order for beam scoring (0: greedy only)")
+    parser.add_argument("--words", default="fr", help="language of the general words for beam_words ('': none)")
     parser.add_argument("--pool", nargs="+", type=Path, help="merge the folds of these reports; trains nothing")
     options, extra = parser.parse_known_args()  # the rest goes to `htr fit`
     if options.pool:
@@ -106,6 +118,11 @@ def main_bench() -> None:
         "folds": [f["fold"] for f in folds],
         "test_lines": sum(f["lines"]["test"] for f in folds),
         "htr": pooled(f["htr"]["test"] for f in folds),
+        **{
+            f"htr_{reader}": pooled(f["htr"][f"test_{reader}"] for f in folds)
+            for reader in ("beam_lm", "beam_words")
+            if all(f"test_{reader}" in f["htr"] for f in folds)
+        },
         "htr_train_seconds_median": statistics.median(f["htr"]["train_seconds"] for f in folds),
     }
     summary["kraken_beside_htr"] = kraken_peer.pooled_beside_htr(folds, lambda fold: fold["htr"]["test"])

@@ -1,9 +1,11 @@
-"""The benchmark scripts' own logic: pooling folds scored apart, and the GPU benchmark's answer on a CPU."""
+"""The benchmark scripts' own logic: pooling folds scored apart, the folds' beam decoders, and the GPU benchmark's
+answer on a CPU."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +13,10 @@ import torch
 from tests.helpers import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))  # the scripts import their neighbours as top-level modules
+from fold_decoders import fold_decoders  # noqa: E402
 from scores import pooled, score  # noqa: E402
+
+from htr.alphabet import Alphabet  # noqa: E402
 
 
 def test_folds_scored_apart_pool_to_the_score_of_all_lines_together():
@@ -35,3 +40,20 @@ def test_gpu_benchmark_says_in_one_line_that_it_needs_a_gpu():
         "bench_gpu: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU machine, or with "
         "--device cpu to check the script only"
     ]
+
+
+def test_fold_decoders_hold_the_fold_lines_words_and_the_languages(tmp_path):
+    texts = ["the cat sat on the mat", "a Dog ate the rat"]
+    charset = "".join(sorted(set("".join(texts)) | set("bhiklnu")))
+    decoders = fold_decoders(texts, charset, tmp_path, fold=3, order=3, language="en")
+    assert set(decoders) == {"beam_lm", "beam_words"}
+    assert all(Path(path).is_file() for decoder in decoders.values() for path in decoder.files().values())
+    words = set(Path(decoders["beam_words"].lexicon).read_text().split())
+    assert {"Dog", "mat", "think", "Think"} <= words
+    steps = torch.full((12, 1, len(charset) + 1), -10.0)  # (T, N, C): "the cat" spelled one character a step
+    alphabet = Alphabet(charset)
+    for t, char in enumerate("the cat"):
+        steps[t, 0, alphabet.encode(char)[0]] = 0.0
+    steps[7:, 0, 0] = 0.0  # then blanks
+    for decoder in decoders.values():
+        assert alphabet.decode(decoder(steps, torch.tensor([12]), alphabet)[0].ids) == "the cat"

@@ -1,0 +1,30 @@
+"""The beam-search decoders a benchmark reads a fold's test lines with, each built from that fold's training lines
+only (the test writers' or documents' text stays unseen). Weights were chosen on IAM fold 0's validation writers
+(a grid of LM weight 0.2-0.8 and bonus -1 to 4, beam 10 and 30):
+
+- ``beam_lm``: a character n-gram of the training lines; beam 10, LM weight 0.4, bonus 2.0 per character step;
+- ``beam_words``: the n-gram of the training lines (x5) and 20,000 lines of a language's general word statistics
+  (wordfreq), held to a lexicon of their words; beam 30, LM weight 0.5, score 2.0 per word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from htr.beam import BeamSearchDecoder
+from htr.lm import build_arpa, with_general_words, write_lexicon
+
+
+def fold_decoders(
+    texts: Sequence[str], charset: str, workdir: Path, fold: int, order: int = 6, language: str | None = "en"
+) -> dict[str, BeamSearchDecoder]:
+    """``beam_lm`` and, given a ``language``, ``beam_words``, with their files written to ``workdir``."""
+    lm = build_arpa(texts, workdir / f"fold{fold}_char{order}.arpa", order, charset)
+    decoders = {"beam_lm": BeamSearchDecoder(10, lm, lm_weight=0.4, word_score=2.0)}
+    if language:
+        general, words = with_general_words(texts, language, charset)
+        lm_words = build_arpa(general, workdir / f"fold{fold}_char{order}_{language}.arpa", order, charset)
+        lexicon = write_lexicon(words, workdir / f"fold{fold}_{language}_words.txt")
+        decoders["beam_words"] = BeamSearchDecoder(30, lm_words, lm_weight=0.5, word_score=2.0, lexicon=lexicon)
+    return decoders
