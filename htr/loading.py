@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Literal
 
@@ -48,7 +50,16 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", backend: 
 def _load_torch(source: str | Path, device: str | torch.device) -> Recognizer:
     if not is_model_uri(source):
         return load_checkpoint(source, device)
-    from htr.model_store import download_checkpoint  # imports mlflow, which checkpoint users need not pay for
+    from htr.beam import BeamSearchDecoder
+    from htr.model_store import download_checkpoint, download_model_files  # imports mlflow: only for URIs
 
     with tempfile.TemporaryDirectory() as tmp:
-        return load_checkpoint(download_checkpoint(str(source), Path(tmp)), device)
+        recognizer = load_checkpoint(download_checkpoint(str(source), Path(tmp)), device)
+    if isinstance(recognizer.decoder, BeamSearchDecoder) and recognizer.decoder.files():
+        # the model's own LM and lexicon, not the paths of the machine it was trained on; the decoder opens them
+        # at its first call, so they stay on disk as long as the recognizer lives
+        files = Path(tempfile.mkdtemp(prefix="htr-model-"))
+        weakref.finalize(recognizer, shutil.rmtree, files, ignore_errors=True)
+        local = download_model_files(str(source), recognizer.decoder.files(), files)
+        recognizer.decoder = recognizer.decoder.with_files(local)
+    return recognizer

@@ -1,15 +1,18 @@
 """The read side of the MLflow model registry: finding a model logged by ``htr fit`` from its URI.
 
-``htr.load_model`` calls ``download_checkpoint`` for ``models:/`` and ``runs:/`` URIs; nothing here trains or
-registers (that is ``htr.registry``).
+``htr.load_model`` calls ``download_checkpoint`` for ``models:/`` and ``runs:/`` URIs, and ``download_model_files``
+for the files its decoder reads; nothing here trains or registers (that is ``htr.registry``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 import mlflow
+import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -73,3 +76,23 @@ def download_checkpoint(uri: str, target: Path, tracking_uri: str | None = None)
             f"cannot fetch {checkpoint_uri} from {tracking_uri} (is {uri} a model logged by `htr fit`?): {error}"
         ) from None
     return Path(local)
+
+
+def download_model_files(
+    uri: str, names: Iterable[str], target: Path, tracking_uri: str | None = None
+) -> dict[str, str]:
+    """Fetch the artifacts that a logged htr model keeps under ``names`` (a beam search decoder's ``lm`` and
+    ``lexicon``, see ``htr.registry``) into ``target``; returns name -> local path.
+
+    The model's ``MLmodel`` file maps each name to its file; a name the model does not hold is left out.
+    """
+    tracking_uri = resolve_tracking_uri(tracking_uri)
+    base = uri.rstrip("/")
+    fetch = partial(mlflow.artifacts.download_artifacts, tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    config = yaml.safe_load(Path(fetch(artifact_uri=f"{base}/MLmodel", dst_path=str(target))).read_text())
+    held = config.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+    return {
+        name: fetch(artifact_uri=f"{base}/{held[name]['path']}", dst_path=str(target / name))
+        for name in names
+        if name in held
+    }

@@ -125,14 +125,18 @@ def test_fails_loudly_on_bad_arguments(tmp_path):
 
 
 @pytest.mark.slow
-def test_decoder_and_lm_are_configured_tracked_and_registered(captcha_files, tmp_path, _mlflow_store, capsys):
+def test_decoder_and_lm_are_configured_tracked_and_registered(
+    captcha_files, tmp_path, _mlflow_store, capsys, monkeypatch
+):
     """``htr fit --model.decoder htr.beam.BeamSearchDecoder --model.decoder.lm LM``: the checkpoint reloads the
-    decoder, MLflow has its arguments, and the registered model carries the LM, so it serves without the original."""
+    decoder, MLflow has its arguments, and the registered model carries the LM, so it serves and loads by name
+    without the original."""
     import mlflow
     import pandas as pd
 
     from htr.cli import main
     from htr.lit_module import HTRLitModule
+    from htr.loading import load_model
     from tests.helpers import REPO_ROOT
 
     data = ["--config", str(REPO_ROOT / "configs/captcha.yaml"), "--data.data_dir", str(captcha_files)]
@@ -164,6 +168,13 @@ def test_decoder_and_lm_are_configured_tracked_and_registered(captcha_files, tmp
     image = next(captcha_files.glob("*.png"))
     payload = base64.b64encode(image.read_bytes()).decode("ascii")  # the served model reads no server-side paths
     assert served.predict(pd.DataFrame({"image": [payload]}))["confidence"].between(0, 1).all()
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    by_name = load_model("models:/htr-beam/1")  # fetches the model's copy of the LM with the checkpoint
+    assert isinstance(by_name.decoder, BeamSearchDecoder) and by_name.decoder.lm_weight == reloaded.lm_weight
+    assert Path(by_name.decoder.lm).read_bytes() == (tmp_path / "moved.arpa").read_bytes()
+    [line] = by_name.transcribe([str(image)])
+    assert line.text and 0 <= line.confidence <= 1
 
     capsys.readouterr()
     main(["transcribe", "--model", best, str(image), "--lm", str(tmp_path / "moved.arpa"), "--beam-width", "3"])
