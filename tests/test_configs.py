@@ -29,3 +29,14 @@ def test_composed_trainer_config_appends_to_the_shared_callbacks(capsys: pytest.
         main(["fit", *configs, "--config", str(REPO_ROOT / "configs" / "trainer" / "resumable.yaml"), "--print_config"])
     callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"]
     assert [c["class_path"] for c in callbacks[: len(SHARED)]] == SHARED and len(callbacks) == len(SHARED) + 1
+
+
+def test_composed_decoder_config_sets_the_beam_search_and_keeps_the_recipe(capsys: pytest.CaptureFixture):
+    recipe, decoder = (REPO_ROOT / "configs" / name for name in ("iam_lines_cpu.yaml", "decoders/beam_words.yaml"))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(recipe), "--config", str(decoder), "--print_config"])
+    model = yaml.safe_load(capsys.readouterr().out)["model"]
+    assert model["decoder"]["class_path"] == "htr.beam.BeamSearchDecoder"
+    arguments = model["decoder"]["init_args"]
+    assert (arguments["lm"], arguments["lexicon"], arguments["beam_width"]) == ("lm/words.arpa", "lm/words.txt", 30)
+    assert model["net"]["init_args"]["shortcut_head"] is True
