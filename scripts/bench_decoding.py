@@ -86,8 +86,8 @@ def main() -> None:
     datamodule.setup("fit")
     datamodule.setup("test")
     module = HTRLitModule.load_from_checkpoint(options.ckpt, map_location="cpu").eval()
-    if module.alphabet != datamodule.alphabet:
-        raise SystemExit(f"the checkpoint's charset {module.alphabet} differs from the data's {datamodule.alphabet}")
+    if missing := module.alphabet.unknown(datamodule.charset):  # more is fine: a fine-tuned model keeps its start's
+        raise SystemExit(f"the checkpoint's charset {module.alphabet} lacks {missing} of the data's")
     with tempfile.TemporaryDirectory() as tmp:
         lm = options.lm
         if lm is None:  # the training transcriptions only: val and test lines stay unseen by the LM
