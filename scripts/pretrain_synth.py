@@ -44,13 +44,22 @@ def slim_checkpoint(checkpoint: Path, out: Path) -> Path:
 def pretrain(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=8000, help="synthetic lines to render")
+    parser.add_argument("--seed", type=int, default=0, help="rendering seed: another seed, other lines")
+    parser.add_argument(
+        "--text-config", default="configs/iam_lines_cpu.yaml", help="the config whose train split gives the text"
+    )
     parser.add_argument("--lines", type=Path, default=Path("data/synth_iam"), help="where the lines go")
+    parser.add_argument(
+        "--rendered", action="store_true", help="--lines already holds this --count and --seed: train only"
+    )
     parser.add_argument("--out", type=Path, default=Path.home() / ".cache/htr/pretrained/synth_iam.pt")
     options, overrides = parser.parse_known_args(argv)  # htr fit overrides, e.g. --trainer.max_epochs=2
 
     start = time.perf_counter()
-    recipe = ["--config", "configs/iam_lines_cpu.yaml", "--model.init_from", "null"]  # its text, not its start
-    main(["synth", *recipe, "--out", str(options.lines), "--count", str(options.count), "--seed", "0"])
+    recipe = ["--config", options.text_config, "--model.init_from", "null"]  # its text, not its start
+    lines = ["--out", str(options.lines), "--count", str(options.count), "--seed", str(options.seed)]
+    if not options.rendered:  # rendering is deterministic for a seed: a second run can reuse the lines
+        main(["synth", *recipe, *lines])
     rendered = time.perf_counter()
     cli = main(["fit", "--config", "configs/synth_iam.yaml", f"--data.init_args.lines=[{options.lines}]", *overrides])
     trained = time.perf_counter()
