@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from htr.data.texts import TextSource, add_text_source, parse_texts
+from htr.data.texts import TextSource, add_text_source, capitalized, parse_texts
 
 if TYPE_CHECKING:  # htr.beam imports this module: it must not pull in the training side (Lightning, data)
     from htr.data.stats import BuildCLI
@@ -153,7 +153,7 @@ def with_general_words(
     general = TextSource.from_wordfreq(language, texts, vocabulary or "".join(sorted(set("".join(texts)))))
     rng = np.random.default_rng(0)
     words = {word for text in texts for word in text.split()}
-    words |= {form for word in general.words for form in (word, word[0].upper() + word[1:])}
+    words |= {form for word in general.words for form in (word, capitalized(word))}
     return [*texts] * text_weight + [general.line(rng) for _ in range(lines)], words
 
 

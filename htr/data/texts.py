@@ -89,10 +89,15 @@ class TextSource:
             # what rng.choice(len(words), p=weights) draws, without its O(vocabulary) setup per call
             word = self.words[int(self._cdf.searchsorted(rng.random(), side="right"))]
             if self.capitalized and rng.random() < self.capitalized:
-                word = word[0].upper() + word[1:]
+                word = capitalized(word)
             if covered is None or set(word) <= covered:
                 words.append(word)
         return " ".join(words)
+
+
+def capitalized(word: str) -> str:
+    """``word`` with a capital first letter and the rest as it was (``str.capitalize`` lowers the rest)."""
+    return word[:1].upper() + word[1:]
 
 
 def _line_lengths(lines: Sequence[str]) -> tuple[int, ...]:
