@@ -37,13 +37,14 @@ bench: setup
 # (stage 1, ~50 min), then twice 16,000 lines of another seed, 4 epochs from the stage before (stage 2, ~80 min, at
 # max LR 0.0015; stage 3, ~50 min, at 0.001). Held-out font CER 40.0% -> 19.0% -> 13.3%. README "IAM".
 PRETRAINED := $(HOME)/.cache/htr/pretrained
+PRETRAIN := OMP_NUM_THREADS=1 $(BIN)/python scripts/pretrain_synth.py
+# each later stage: more lines of a new seed, trained from the stage before
+NEXT_STAGE := --count 16000 --trainer.max_epochs 4
 pretrained: setup
-	OMP_NUM_THREADS=1 $(BIN)/python scripts/pretrain_synth.py --out $(PRETRAINED)/synth_iam_stage1.pt
-	OMP_NUM_THREADS=1 $(BIN)/python scripts/pretrain_synth.py --count 16000 --seed 1 --lines data/synth_iam_2 \
-		--model.init_from $(PRETRAINED)/synth_iam_stage1.pt --trainer.max_epochs 4 \
+	$(PRETRAIN) --out $(PRETRAINED)/synth_iam_stage1.pt
+	$(PRETRAIN) $(NEXT_STAGE) --seed 1 --lines data/synth_iam_2 --model.init_from $(PRETRAINED)/synth_iam_stage1.pt \
 		--model.scheduler.init_args.max_lr 0.0015 --out $(PRETRAINED)/synth_iam_stage2.pt
-	OMP_NUM_THREADS=1 $(BIN)/python scripts/pretrain_synth.py --count 16000 --seed 2 --lines data/synth_iam_3 \
-		--model.init_from $(PRETRAINED)/synth_iam_stage2.pt --trainer.max_epochs 4 \
+	$(PRETRAIN) $(NEXT_STAGE) --seed 2 --lines data/synth_iam_3 --model.init_from $(PRETRAINED)/synth_iam_stage2.pt \
 		--model.scheduler.init_args.max_lr 0.001 --out $(PRETRAINED)/synth_iam.pt
 
 style: setup
