@@ -26,8 +26,12 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
-from mlflow.entities import Metric, Param, RunTag
+from mlflow import MlflowClient
+from mlflow.entities import LifecycleStage, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
 from htr.checkpoint import checked_checkpoint, read_checkpoint
 from htr.data.datamodule import TextImageDataModule
@@ -199,10 +203,36 @@ class MLFlowLogger(LightningMLFlowLogger):
         self._flush()
         super().finalize(status)
 
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> MlflowClient:
+        if not self._initialized and self._run_id is None and self._experiment_id is None:
+            self._experiment_id = experiment_id_for(self._mlflow_client, self._experiment_name, self._artifact_location)
+        return super().experiment
+
     def _flush(self) -> None:
         for start in range(0, len(self._pending), 1000):  # MLflow takes at most 1000 metrics per batch
             self.experiment.log_batch(self.run_id, metrics=self._pending[start : start + 1000])
         self._pending = []
+
+
+def experiment_id_for(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created if needed, also when another run creates it at the same moment.
+
+    Two trainings started together on a new experiment both find it missing; the slower ``create_experiment``
+    then fails with RESOURCE_ALREADY_EXISTS, and that run reads the winner's id instead of crashing.
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage != LifecycleStage.DELETED:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as error:
+        created = client.get_experiment_by_name(name)
+        lost_the_race = error.error_code == ErrorCode.Name(RESOURCE_ALREADY_EXISTS) and created is not None
+        if not lost_the_race or created.lifecycle_stage == LifecycleStage.DELETED:
+            raise
+        return created.experiment_id
 
 
 def mlflow_logger(trainer: Trainer) -> MLFlowLogger | None:

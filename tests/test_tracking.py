@@ -95,6 +95,22 @@ def test_default_store_is_anchored_to_the_project_not_the_cwd(
     assert not (tmp_path / "mlruns").exists()
 
 
+def test_a_run_that_loses_the_race_to_create_its_experiment_logs_into_it(store: str):
+    """Two trainings started together on a new experiment: the one whose create comes second joins the first's."""
+    winner = MlflowClient(store).create_experiment("raced")
+    logger = MLFlowLogger(experiment_name="raced", tracking_uri=store)
+    lookup = logger._mlflow_client.get_experiment_by_name
+    looked = []
+
+    def before_the_other_created_it(name: str):
+        looked.append(name)
+        return None if len(looked) == 1 else lookup(name)
+
+    logger._mlflow_client.get_experiment_by_name = before_the_other_created_it
+    assert logger.experiment_id == winner and looked == ["raced", "raced"]
+    assert logger.experiment.get_run(logger.run_id).info.experiment_id == winner
+
+
 def test_unreachable_server_fails_before_training(captcha_files: Path, tmp_path: Path):
     server = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
