@@ -21,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from jsonargparse import Namespace
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -117,6 +118,21 @@ def reachable_tracking_uri(uri: str | None = None, fallback_to_local: bool = Fal
     return uri
 
 
+def create_sqlite_store(database: Path) -> None:
+    """Create (or migrate) the tables of a ``sqlite:///`` store one process at a time.
+
+    MLflow builds a new database with alembic migrations that do not tolerate a second process migrating the
+    same file: two ``htr fit`` started together on a fresh store crashed all but one. A file lock beside the
+    database serialises the first opening; once the tables are there, opening is read-only and needs no lock.
+    """
+    database.parent.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{database}"
+    with FileLock(f"{database}.lock"):
+        client = MlflowClient(uri, registry_uri=uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
 
@@ -156,7 +172,7 @@ class MLFlowLogger(LightningMLFlowLogger):
         database = sqlite_path(uri)
         artifact_location = None
         if database is not None:
-            database.parent.mkdir(parents=True, exist_ok=True)
+            create_sqlite_store(database)
             artifact_location = (database.parent / "mlruns" / _slug(experiment_name)).as_uri()
         super().__init__(
             experiment_name=experiment_name,

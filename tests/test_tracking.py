@@ -111,6 +111,21 @@ def test_a_run_that_loses_the_race_to_create_its_experiment_logs_into_it(store: 
     assert logger.experiment.get_run(logger.run_id).info.experiment_id == winner
 
 
+@pytest.mark.slow
+def test_trainings_started_together_on_a_fresh_store_all_log_into_one_experiment(tmp_path: Path):
+    """A new sqlite store and a new experiment, opened by three processes at once (MLflow's own migrations failed)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = "import sys, htr.tracking as t; print(t.MLFlowLogger('together', None, sys.argv[1]).experiment_id)"
+    command = [sys.executable, "-c", code, uri]
+    starts = [
+        subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)
+    ]
+    finished = [process.communicate(timeout=120) for process in starts]
+    assert [process.returncode for process in starts] == [0, 0, 0], [err[-500:] for _, err in finished]
+    (experiment,) = {out.split()[-1].decode() for out, _ in finished}
+    assert len(MlflowClient(uri).search_runs([experiment])) == 3
+
+
 def test_unreachable_server_fails_before_training(captcha_files: Path, tmp_path: Path):
     server = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
