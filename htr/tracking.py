@@ -123,7 +123,7 @@ def create_sqlite_store(database: Path) -> None:
 
     MLflow builds a new database with alembic migrations that do not tolerate a second process migrating the
     same file: two ``htr fit`` started together on a fresh store crashed all but one. A file lock beside the
-    database serialises the first opening; once the tables are there, opening is read-only and needs no lock.
+    database lets one process at a time open it; later openings find the tables and pass straight through.
     """
     database.parent.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{database}"
