@@ -239,16 +239,20 @@ def experiment_id_for(client: MlflowClient, name: str, artifact_location: str | 
     then fails with RESOURCE_ALREADY_EXISTS, and that run reads the winner's id instead of crashing.
     """
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None and experiment.lifecycle_stage != LifecycleStage.DELETED:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException as error:
-        created = client.get_experiment_by_name(name)
-        lost_the_race = error.error_code == ErrorCode.Name(RESOURCE_ALREADY_EXISTS) and created is not None
-        if not lost_the_race or created.lifecycle_stage == LifecycleStage.DELETED:
-            raise
-        return created.experiment_id
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as error:
+            experiment = client.get_experiment_by_name(name)
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS) or experiment is None:
+                raise
+    if experiment.lifecycle_stage == LifecycleStage.DELETED:  # MLflow would only say that the name is taken
+        raise MlflowException(
+            f"MLflow experiment '{name}' (id {experiment.experiment_id}) is deleted but still holds its name: restore "
+            f"it (mlflow experiments restore --experiment-id {experiment.experiment_id}), or train into another one "
+            "(--trainer.logger.init_args.experiment_name NAME)."
+        )
+    return experiment.experiment_id
 
 
 def mlflow_logger(trainer: Trainer) -> MLFlowLogger | None:

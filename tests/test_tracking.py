@@ -17,6 +17,7 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from htr.cli import main
 from htr.loading import load_model
@@ -109,6 +110,16 @@ def test_a_run_that_loses_the_race_to_create_its_experiment_logs_into_it(store: 
     logger._mlflow_client.get_experiment_by_name = before_the_other_created_it
     assert logger.experiment_id == winner and looked == ["raced", "raced"]
     assert logger.experiment.get_run(logger.run_id).info.experiment_id == winner
+
+
+def test_a_deleted_experiment_of_the_same_name_says_how_to_restore_it(store: str):
+    client = MlflowClient(store)
+    deleted = client.create_experiment("binned")
+    client.delete_experiment(deleted)
+    with pytest.raises(MlflowException, match=f"'binned' .*deleted.*restore --experiment-id {deleted}"):
+        MLFlowLogger(experiment_name="binned", tracking_uri=store).experiment_id  # noqa: B018
+    client.restore_experiment(deleted)
+    assert MLFlowLogger(experiment_name="binned", tracking_uri=store).experiment_id == deleted
 
 
 @pytest.mark.slow
