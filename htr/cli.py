@@ -30,8 +30,6 @@ DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
                                                  --backend onnx)
   htr export --model CKPT_OR_URI --format onnx --output model.onnx
                                                  the network with preprocessing and charset (or torchscript)
-  htr average A.ckpt B.ckpt --output soup.ckpt   one network from fine-tunes of one start with different
-                                                 seeds: the mean of their weights (a model soup)
   htr data stats --config configs/iam_lines.yaml counts, charset and histograms of a config's data
   htr synth --config configs/iam_lines_cpu.yaml --out DIR
                                                  handwriting-font lines (PNG + .gt.txt) for pretraining
@@ -124,11 +122,6 @@ def main(args: ArgsType = None) -> HTRCLI | None:
         from htr.loading import load_model
 
         export(argv[1:], load_model)
-        return None
-    if argv[:1] == ["average"]:
-        from htr.averaging import main as average
-
-        average(argv[1:])
         return None
     if argv[:2] == ["lm", "build"]:
         from htr.lm import main as lm_build

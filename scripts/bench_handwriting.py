@@ -24,10 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -38,12 +35,12 @@ import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
 import torch  # noqa: E402
 from fold_decoders import fold_decoders  # noqa: E402 - scripts/fold_decoders.py
 from folds import max_time, report_folds, run_folds  # noqa: E402 - scripts/folds.py
+from lightning import Callback  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
-from mlflow import MlflowClient  # noqa: E402
 from scores import pooled, score  # noqa: E402 - scripts/scores.py
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from htr.cli import build_cli  # noqa: E402
+from htr.cli import main  # noqa: E402
 from htr.data.dataset import TextImageDataset  # noqa: E402
 from htr.inference import Recognizer  # noqa: E402
 from htr.loading import load_model  # noqa: E402
@@ -51,20 +48,18 @@ from htr.loading import load_model  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _fit(args: list[str], root: Path) -> tuple[float, Path, list[float]]:
-    """``htr fit`` in a subprocess (a multi-process strategy re-runs its command line, which must be ``htr``'s, not
-    this script's): its wall seconds, best checkpoint and seconds per epoch (MLflow's val/cer timestamps)."""
-    with socket.socket() as sock:  # a free rendezvous port: another DDP fit may hold Lightning's default
-        sock.bind(("127.0.0.1", 0))
-        env = {**os.environ, "MASTER_PORT": str(sock.getsockname()[1])}
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "htr.cli", *args], cwd=REPO_ROOT, env=env, stdout=sys.stderr, check=True)
-    seconds = time.perf_counter() - start
-    (best,) = root.glob("*/*/checkpoints/best-*.ckpt")  # <experiment id>/<run id>/checkpoints
-    client = MlflowClient()
-    run = client.get_run(best.parent.parent.name)
-    times = [run.info.start_time] + sorted(m.timestamp for m in client.get_metric_history(run.info.run_id, "val/cer"))
-    return seconds, best, [(end - begin) / 1000 for begin, end in zip(times, times[1:])]
+class _EpochClock(Callback):
+    """Wall time of each training epoch."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.seconds.append(time.perf_counter() - self.start)
 
 
 def _lines_per_second(recognizer: Recognizer, images: list[torch.Tensor], batch: int, seconds: float = 3.0) -> float:
@@ -120,15 +115,16 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
         lists = kraken_peer.write_line_lists(splits, workdir / f"lines{fold}")
         out = workdir / f"kraken{fold}"
         peer = kraken_peer.start(options.peer_ketos, lists, "path", options.budget_s, options.peer_threads, out)
-    root = workdir / f"fold{fold}"
-    args = ["--config", options.config, "--data.init_args.fold", str(fold)]
-    run = ["--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)]
+    args = ["fit", "--config", options.config, "--data.init_args.fold", str(fold)]
+    args += ["--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(workdir / f"fold{fold}")]
     if options.budget_s:
-        run += ["--trainer.max_time", max_time(options.budget_s)]
-    train_seconds, best, epoch_seconds = _fit(["fit", *args, *run, "--registry.enabled", "false", *extra], root)
-    cli = build_cli([*args, *extra, "--trainer.logger", "false"], run=False)  # the fold's data and model
-    cli.datamodule.setup("fit")
-    cli.datamodule.setup("test")
+        args += ["--trainer.max_time", max_time(options.budget_s)]
+    args += ["--registry.enabled", "false", *extra, "--trainer.callbacks+", "__main__._EpochClock"]
+    start = time.perf_counter()
+    cli = main(args)
+    train_seconds = time.perf_counter() - start
+    clock = next(c for c in cli.trainer.callbacks if isinstance(c, _EpochClock))
+    best = cli.trainer.checkpoint_callback.best_model_path
     recognizer = load_model(best)  # the checkpoint that would be registered, not the last weights
     samples = cli.datamodule.datasets["test"].samples
     images = [recognizer.preprocess(s.path) for s in samples]
@@ -140,10 +136,10 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
         "n_train": len(cli.datamodule.datasets["train"]),
         "n_test": len(samples),
         "greedy": score([t.text for t in recognizer.transcribe_tensors(images, 16)], references),
-        "best_checkpoint": str(best),  # kept with --workdir
-        "epochs": len(epoch_seconds),
-        "train_seconds": round(train_seconds, 1),  # the whole `htr fit` process: start-up to calibration
-        "seconds_per_epoch_median": round(statistics.median(epoch_seconds), 2),  # training and validation
+        "best_checkpoint": best,  # kept with --workdir
+        "epochs": len(clock.seconds),
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_epoch_median": round(statistics.median(clock.seconds), 2),
         "augmentation_ms_per_line": _round(_augmentation_ms_per_line(cli.datamodule.datasets["train"]), 2),
         "parameters": sum(p.numel() for p in cli.model.net.parameters()),
         "median_test_width_px": widths[len(widths) // 2],

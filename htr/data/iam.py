@@ -417,5 +417,4 @@ class IAMDataModule(TextImageDataModule):
             log.warning("width bucketing is off under a distributed strategy: Lightning shards plain batches only")
             return None
         widths = [image.shape[1] for image in self.datasets[stage].images]
-        # seeded per rank: replicas of htr.averaging.SoupStrategy read all batches, each in its own order
-        return BucketBatchSampler(widths, self.batch_size, shuffle=shuffle, seed=self.seed + self._rank)
+        return BucketBatchSampler(widths, self.batch_size, shuffle=shuffle, seed=self.seed)
