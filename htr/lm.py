@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from htr.data.texts import TextSource, add_text_source, capitalized, parse_texts
+from htr.data.texts import (
+    TextSource,
+    add_text_source,
+    capitalized,
+    parse_texts,
+    punctuation_set_apart,
+    set_punctuation_apart,
+)
 
 if TYPE_CHECKING:  # htr.beam imports this module: it must not pull in the training side (Lightning, data)
     from htr.data.stats import BuildCLI
@@ -144,17 +151,50 @@ def build_arpa(texts: Iterable[str], path: str | Path, order: int = 6, vocabular
     return write_arpa(kneser_ney(texts, order, vocabulary, progress=True), path)
 
 
-def with_general_words(
-    texts: Sequence[str], language: str, vocabulary: str = "", lines: int = 20_000, text_weight: int = 5
+def lm_texts(
+    texts: Sequence[str],
+    vocabulary: str = "",
+    language: str | None = None,
+    general_text: Sequence[str] = (),
+    word_lines: int = 20_000,
+    text_weight: int = 5,
 ) -> tuple[list[str], set[str]]:
-    """``texts`` repeated ``text_weight`` times plus ``lines`` lines drawn from the general word statistics of
-    ``language`` (``TextSource.from_wordfreq``, spelled in ``vocabulary``, else in the texts' characters), and the
-    words of both, each general word also capitalised: the text of an LM and its lexicon."""
-    general = TextSource.from_wordfreq(language, texts, vocabulary or "".join(sorted(set("".join(texts)))))
-    rng = np.random.default_rng(0)
+    """The lines an LM learns from and the words of its lexicon: ``texts`` alone, or, with a ``language`` or
+    ``general_text``, ``texts`` repeated ``text_weight`` times, plus ``word_lines`` lines drawn from the general word
+    statistics of ``language`` (``TextSource.from_wordfreq``; their words, also capitalised, join the lexicon), plus
+    the lines of ``general_text`` (``spelled_like``; real sentences teach what follows what across words, which
+    lines of words drawn one by one cannot). ``vocabulary``: the model's characters, else the texts'."""
     words = {word for text in texts for word in text.split()}
-    words |= {form for word in general.words for form in (word, capitalized(word))}
-    return [*texts] * text_weight + [general.line(rng) for _ in range(lines)], words
+    if language is None and not general_text:
+        return list(texts), words
+    lines = [*texts] * text_weight
+    if language is not None:
+        general = TextSource.from_wordfreq(language, texts, vocabulary or "".join(sorted(set("".join(texts)))))
+        rng = np.random.default_rng(0)
+        words |= {form for word in general.words for form in (word, capitalized(word))}
+        lines += [general.line(rng) for _ in range(word_lines)]
+    return lines + list(general_text), words
+
+
+def spelled_like(lines: Iterable[str], texts: Sequence[str], vocabulary: str = "") -> tuple[list[str], int]:
+    """``lines`` of a general text written as the training ``texts`` are: punctuation set apart by spaces when
+    they set it apart (IAM writes "Mr. Smith , he said ."), and without the lines that hold a character outside
+    ``vocabulary`` (default: the texts' characters), which the LM could only learn as unknowns. Returns the
+    lines and how many were left out."""
+    allowed = set(vocabulary or "".join(texts)) | {" "}
+    detach = punctuation_set_apart(texts)
+    kept, dropped = [], 0
+    for line in lines:
+        line = " ".join(line.split())
+        if not line:
+            continue
+        if detach:
+            line = set_punctuation_apart(line)
+        if set(line) <= allowed:
+            kept.append(line)
+        else:
+            dropped += 1
+    return kept, dropped
 
 
 def write_lexicon(words: Iterable[str], path: str | Path) -> Path:
@@ -184,7 +224,13 @@ install 'htr[lm]'), which a few hundred training lines lack; --lexicon writes th
 
   htr lm build --config configs/iam_lines_cpu.yaml --words en --output lm/iam_en.arpa --lexicon lm/iam_en.txt
   htr test ... --model.decoder htr.beam.BeamSearchDecoder --model.decoder.beam_width 30 \
-      --model.decoder.lm lm/iam_en.arpa --model.decoder.lexicon lm/iam_en.txt""",
+      --model.decoder.lm lm/iam_en.arpa --model.decoder.lexicon lm/iam_en.txt
+
+--general-text adds real sentences of the language (IAM: 2 points of CER less with Debian's English fortunes;
+scripts/prepare_text.py writes them), punctuation spaced as in the training lines:
+
+  htr lm build --config configs/iam_lines_cpu.yaml --words en --general-text data/text/en.txt \
+      --output lm/words.arpa --lexicon lm/words.txt""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_text_source(parser, "a UTF-8 text file, one sentence per line")
@@ -195,16 +241,32 @@ install 'htr[lm]'), which a few hundred training lines lack; --lexicon writes th
         "--word-lines", type=int, default=20_000, help="lines drawn from --words' statistics (default 20000)"
     )
     parser.add_argument(
-        "--text-weight", type=int, default=5, help="times each source line counts against a --words line (default 5)"
+        "--general-text",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="UTF-8 text of the language, one line each (e.g. scripts/prepare_text.py): spelled like the source",
+    )
+    parser.add_argument(
+        "--text-weight",
+        type=int,
+        default=5,
+        help="times each source line counts against a --words or --general-text line (default 5)",
     )
     parser.add_argument("--lexicon", type=Path, help="also write the words (source and --words) to this file")
     options, texts, vocabulary = parse_texts(parser, args, build_cli)
     texts = [text for text in texts if text.strip()]
-    words = {word for text in texts for word in text.split()}
-    if options.words is not None:
-        texts, words = with_general_words(texts, options.words, vocabulary, options.word_lines, options.text_weight)
-    path = build_arpa(texts, options.output, options.order, vocabulary)
-    print(f"wrote {path}: {options.order}-gram over {len(texts)} lines, {sum(map(len, texts))} characters")
+    general: list[str] = []
+    for file in options.general_text:
+        if not file.is_file():
+            parser.error(f"--general-text: no text file at {file}")
+        lines, dropped = spelled_like(file.read_text(encoding="utf-8").splitlines(), texts, vocabulary)
+        print(f"{file}: {len(lines)} lines ({dropped} left out: characters outside the charset)")
+        general += lines
+    corpus, words = lm_texts(texts, vocabulary, options.words, general, options.word_lines, options.text_weight)
+    path = build_arpa(corpus, options.output, options.order, vocabulary)
+    print(f"wrote {path}: {options.order}-gram over {len(corpus)} lines, {sum(map(len, corpus))} characters")
     if options.lexicon is not None:
         write_lexicon(words, options.lexicon)
         print(f"wrote {options.lexicon}: {len(words)} words")

@@ -33,7 +33,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
 import torch  # noqa: E402
-from fold_decoders import fold_decoders  # noqa: E402 - scripts/fold_decoders.py
+from fold_decoders import fold_decoders, text_lines  # noqa: E402 - scripts/fold_decoders.py
 from folds import max_time, report_folds, run_folds  # noqa: E402 - scripts/folds.py
 from lightning import Callback  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
@@ -148,7 +148,9 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
     }
     if options.lm_order:  # the fold's training lines only: its test writers' text stays unseen
         texts = [sample.text for sample in cli.datamodule.datasets["train"].samples]
-        decoders = fold_decoders(texts, cli.datamodule.charset, workdir, fold, options.lm_order, options.words)
+        decoders = fold_decoders(
+            texts, cli.datamodule.charset, workdir, fold, options.lm_order, options.words, options.general_text
+        )
         for reader, decoder in decoders.items():
             recognizer.decoder = decoder
             result[reader] = score([t.text for t in recognizer.transcribe_tensors(images, 16)], references)
@@ -169,7 +171,7 @@ def pool(folds: list[dict]) -> dict:
         "test_writers": sum(len(f["test_writers"]) for f in folds),
         "train_seconds_median": statistics.median(f["train_seconds"] for f in folds),
     }
-    for reader in ("greedy", "beam_lm", "beam_words"):
+    for reader in ("greedy", "beam_lm", "beam_words", "beam_text"):
         if all(reader in f for f in folds):
             summary[reader] = {**pooled(f[reader] for f in folds), "cer_per_fold": [f[reader]["cer"] for f in folds]}
     summary["kraken_beside_htr_greedy"] = kraken_peer.pooled_beside_htr(folds, lambda fold: fold["greedy"])
@@ -184,6 +186,9 @@ def main_bench() -> None:
     parser.add_argument("--workdir", default=None, help="keep the folds' checkpoints, LMs and MLflow runs here")
     parser.add_argument("--lm-order", type=int, default=6, help="character LM order for beam scoring (0: greedy only)")
     parser.add_argument("--words", default="en", help="language of the general words for beam_words ('': none)")
+    parser.add_argument(
+        "--general-text", type=text_lines, default=(), help="a text file of the language: beam_text (fold_decoders)"
+    )
     parser.add_argument("--budget-s", type=float, default=None, help="wall-time budget per fold (htr and Kraken)")
     parser.add_argument("--peer-ketos", default=None, help="ketos of a Kraken venv: train Kraken beside htr")
     parser.add_argument("--peer-threads", type=int, default=1)

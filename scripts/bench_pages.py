@@ -29,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
-from fold_decoders import fold_decoders  # noqa: E402 - scripts/fold_decoders.py
+from fold_decoders import fold_decoders, text_lines  # noqa: E402 - scripts/fold_decoders.py
 from folds import max_time, report_folds, run_folds  # noqa: E402 - scripts/folds.py
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
@@ -85,7 +85,9 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
     }
     if options.lm_order:  # the fold's training lines only: its test documents' text stays unseen
         texts = [sample.text for sample in cli.datamodule.datasets["train"].samples]
-        decoders = fold_decoders(texts, cli.datamodule.charset, workdir, fold, options.lm_order, options.words)
+        decoders = fold_decoders(
+            texts, cli.datamodule.charset, workdir, fold, options.lm_order, options.words, options.general_text
+        )
         for reader, decoder in decoders.items():
             recognizer.decoder = decoder
             result["htr"][f"test_{reader}"] = score([t.text for t in recognizer.transcribe_tensors(images, 16)],
@@ -106,6 +108,9 @@ def main_bench() -> None:
     parser.add_argument("--out", default="bench_pages.json", help="where to write the JSON too")
     parser.add_argument("--lm-order", type=int, default=6, help="character LM order for beam scoring (0: greedy only)")
     parser.add_argument("--words", default="fr", help="language of the general words for beam_words ('': none)")
+    parser.add_argument(
+        "--general-text", type=text_lines, default=(), help="a text file of the language: beam_text (fold_decoders)"
+    )
     parser.add_argument("--pool", nargs="+", type=Path, help="merge the folds of these reports; trains nothing")
     options, extra = parser.parse_known_args()  # the rest goes to `htr fit`
     if options.pool:
@@ -120,7 +125,7 @@ def main_bench() -> None:
         "htr": pooled(f["htr"]["test"] for f in folds),
         **{
             f"htr_{reader}": pooled(f["htr"][f"test_{reader}"] for f in folds)
-            for reader in ("beam_lm", "beam_words")
+            for reader in ("beam_lm", "beam_words", "beam_text")
             if all(f"test_{reader}" in f["htr"] for f in folds)
         },
         "htr_train_seconds_median": statistics.median(f["htr"]["train_seconds"] for f in folds),

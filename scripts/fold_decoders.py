@@ -4,27 +4,50 @@ only (the test writers' or documents' text stays unseen). Weights were chosen on
 
 - ``beam_lm``: a character n-gram of the training lines; beam 10, LM weight 0.4, bonus 2.0 per character step;
 - ``beam_words``: the n-gram of the training lines (x5) and 20,000 lines of a language's general word statistics
-  (wordfreq), held to a lexicon of their words; beam 30, LM weight 0.5, score 2.0 per word.
+  (wordfreq), held to a lexicon of their words; beam 30, LM weight 0.5, score 2.0 per word;
+- ``beam_text``: as ``beam_words``, its LM also learning the lines of a general text of the language
+  (``--general-text``, e.g. scripts/prepare_text.py), spelled like the training lines (``htr.lm.spelled_like``).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
 from htr.beam import BeamSearchDecoder
-from htr.lm import build_arpa, with_general_words, write_lexicon
+from htr.lm import build_arpa, lm_texts, spelled_like, write_lexicon
+
+
+def text_lines(path: str) -> list[str]:
+    """The lines of a UTF-8 text file (an argparse type: a missing file is a usage error that names it)."""
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {error.strerror}") from None
 
 
 def fold_decoders(
-    texts: Sequence[str], charset: str, workdir: Path, fold: int, order: int = 6, language: str | None = "en"
+    texts: Sequence[str],
+    charset: str,
+    workdir: Path,
+    fold: int,
+    order: int = 6,
+    language: str | None = "en",
+    general_text: Sequence[str] = (),
 ) -> dict[str, BeamSearchDecoder]:
-    """``beam_lm`` and, given a ``language``, ``beam_words``, with their files written to ``workdir``."""
+    """``beam_lm`` and, given a ``language``, ``beam_words`` and (with ``general_text`` lines) ``beam_text``, with
+    their files written to ``workdir``."""
     lm = build_arpa(texts, workdir / f"fold{fold}_char{order}.arpa", order, charset)
     decoders = {"beam_lm": BeamSearchDecoder(10, lm, lm_weight=0.4, word_score=2.0)}
     if language:
-        general, words = with_general_words(texts, language, charset)
+        general, words = lm_texts(texts, charset, language)
         lm_words = build_arpa(general, workdir / f"fold{fold}_char{order}_{language}.arpa", order, charset)
         lexicon = write_lexicon(words, workdir / f"fold{fold}_{language}_words.txt")
         decoders["beam_words"] = BeamSearchDecoder(30, lm_words, lm_weight=0.5, word_score=2.0, lexicon=lexicon)
+        if general_text:
+            spelled, _ = spelled_like(general_text, texts, charset)
+            corpus, _ = lm_texts(texts, charset, language, spelled)
+            lm_text = build_arpa(corpus, workdir / f"fold{fold}_char{order}_{language}_text.arpa", order, charset)
+            decoders["beam_text"] = BeamSearchDecoder(30, lm_text, lm_weight=0.5, word_score=2.0, lexicon=lexicon)
     return decoders

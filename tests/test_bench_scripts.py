@@ -14,6 +14,7 @@ from tests.helpers import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))  # the scripts import their neighbours as top-level modules
 from fold_decoders import fold_decoders  # noqa: E402
+from prepare_text import prose_lines  # noqa: E402
 from scores import pooled, score  # noqa: E402
 
 from htr.alphabet import Alphabet  # noqa: E402
@@ -45,8 +46,10 @@ def test_gpu_benchmark_says_in_one_line_that_it_needs_a_gpu():
 def test_fold_decoders_hold_the_fold_lines_words_and_the_languages(tmp_path):
     texts = ["the cat sat on the mat", "a Dog ate the rat"]
     charset = "".join(sorted(set("".join(texts)) | set("bhiklnu")))
-    decoders = fold_decoders(texts, charset, tmp_path, fold=3, order=3, language="en")
-    assert set(decoders) == {"beam_lm", "beam_words"}
+    general = ["He said, over and over: the dog ate the cat.", "Ünïcode line"]  # the second is outside the charset
+    decoders = fold_decoders(texts, charset + ",.:", tmp_path, fold=3, order=3, language="en", general_text=general)
+    assert set(decoders) == {"beam_lm", "beam_words", "beam_text"}
+    assert decoders["beam_text"].lexicon == decoders["beam_words"].lexicon
     assert all(Path(path).is_file() for decoder in decoders.values() for path in decoder.files().values())
     words = set(Path(decoders["beam_words"].lexicon).read_text().split())
     assert {"Dog", "mat", "think", "Think"} <= words
@@ -57,3 +60,20 @@ def test_fold_decoders_hold_the_fold_lines_words_and_the_languages(tmp_path):
     steps[7:, 0, 0] = 0.0  # then blanks
     for decoder in decoders.values():
         assert alphabet.decode(decoder(steps, torch.tensor([12]), alphabet)[0].ids) == "the cat"
+
+
+def test_prepare_text_keeps_the_prose_of_fortune_files():
+    fortune = """A little retrospection shows that although many fine,
+useful software systems have been designed by committees,
+%
+\t-- Mark Twain, on committees
+%
+  ___  ____  __|__
+ |___|[____]|__|__|
+Ok.
+Q:\tWhat is 2 + 2 = ? 4 + 4 = ? 8 + 8 ...
+"""
+    assert prose_lines(fortune.splitlines()) == [
+        "A little retrospection shows that although many fine,",
+        "useful software systems have been designed by committees,",
+    ]

@@ -7,7 +7,7 @@ from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary
 
 from htr.cli import main
-from htr.data.texts import TextSource
+from htr.data.texts import TextSource, punctuation_set_apart, set_punctuation_apart
 from htr.lm import SPACE_TOKEN, UNK, build_arpa, kneser_ney, lm_token
 from tests.helpers import REPO_ROOT
 
@@ -120,3 +120,39 @@ def test_general_words_keep_to_the_alphabet_and_the_lines_capitals():
 def test_unknown_language_names_the_known_ones():
     with pytest.raises(ValueError, match="no language 'xx'.*'en'"):
         TextSource.from_wordfreq("xx", ["the cat"])
+
+
+def test_general_text_teaches_what_follows_across_words_spelled_like_the_lines(tmp_path, capsys):
+    lines = ["the cat sat on the mat .", "a dog , a rat ."] * 3  # IAM's convention: punctuation set apart
+    text = tmp_path / "texts.txt"
+    text.write_text("\n".join(lines) + "\n")
+    general = tmp_path / "general.txt"
+    general.write_text("a dog sat on a mat, then a cat sat on a mat.\na rat sat.\nThe End\n" * 20)  # no "T" in lines
+    args = ["lm", "build", "--text", str(text), "--order", "4"]
+    main([*args, "--output", str(tmp_path / "alone.arpa")])
+    main([*args, "--general-text", str(general), "--output", str(tmp_path / "general.arpa")])
+    assert f"{general}: 40 lines (20 left out: characters outside the charset)" in capsys.readouterr().out
+    chars = "".join(sorted(set("".join(lines))))
+    arpa = (tmp_path / "general.arpa").read_text()
+    assert "<space> ," in arpa and ", <space>" in arpa  # "mat, then" was spelled "mat , then"
+    alone, general_lm = (_load(tmp_path / f"{name}.arpa", chars)[0] for name in ("alone", "general"))
+    tokens = _load(tmp_path / "alone.arpa", chars)[1]
+    after = "cat sat on a "
+    p_general, p_alone = (_next_char_probabilities(lm, tokens, after)["m"] for lm in (general_lm, alone))
+    assert p_general > 2 * p_alone
+
+
+@pytest.mark.parametrize(
+    ("line", "spelled"),
+    [
+        ('Mr. Smith, he said (twice): "no." in 1961.', 'Mr. Smith , he said ( twice ) : " no . " in 1961 .'),
+        ("The U.S. and J. Doe paid 3.5; Britain's share?", "The U.S. and J. Doe paid 3.5 ; Britain's share ?"),
+    ],
+)  # fmt: skip
+def test_punctuation_is_set_apart_as_iam_writes_it(line, spelled):
+    assert set_punctuation_apart(line) == spelled
+
+
+def test_punctuation_convention_is_read_from_the_training_lines():
+    assert punctuation_set_apart(["Griffiths , M P for Manchester Exchange .", "Mr. Smith ."])
+    assert not punctuation_set_apart(["Je soussigné, Jean Dupont, lègue à ma femme.", "Fait à Paris."])

@@ -95,6 +95,29 @@ class TextSource:
         return " ".join(words)
 
 
+SPACED_PUNCTUATION = ',.;:?!"()'  # marks that IAM's transcriptions set apart: "Mr. Smith , he said ."
+ABBREVIATIONS = frozenset({"Mr.", "Mrs.", "Dr.", "St.", "Mt.", "Jr.", "Sr.", "Messrs.", "No.", "etc."})
+
+
+def punctuation_set_apart(texts: Sequence[str]) -> bool:
+    """Whether ``texts`` mostly write a space before commas and full stops ("word ," as IAM), not "word,"."""
+    apart = sum(text.count(" ,") + text.count(" .") for text in texts)
+    attached = sum(text.count(",") + text.count(".") for text in texts) - apart
+    return apart > attached
+
+
+def set_punctuation_apart(line: str) -> str:
+    """``line`` with ``SPACED_PUNCTUATION`` set apart by spaces, except the full stop of an abbreviation, an
+    initial ("J.") or a number ("3.5"), and apostrophes, which stay inside words ("Britain's")."""
+    words = []
+    for word in line.translate({ord(mark): f" {mark} " for mark in SPACED_PUNCTUATION if mark != "."}).split():
+        if word.endswith(".") and len(word) > 1 and word not in ABBREVIATIONS and not word[-2].isupper():
+            words += [word[:-1], "."]
+        else:
+            words.append(word)
+    return " ".join(words)
+
+
 def capitalized(word: str) -> str:
     """``word`` with a capital first letter and the rest as it was (``str.capitalize`` lowers the rest)."""
     return word[:1].upper() + word[1:]
