@@ -6,7 +6,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export HTR_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup train test test-fast smoke bench pretrained style quality clean
+.PHONY: setup train test test-fast smoke bench pretrained lm-iam style quality clean
 
 setup: $(BIN)/.installed
 
@@ -46,6 +46,14 @@ pretrained: setup
 		--model.scheduler.init_args.max_lr 0.0015 --out $(PRETRAINED)/synth_iam_stage2.pt
 	$(PRETRAIN) $(NEXT_STAGE) --seed 2 --lines data/synth_iam_3 --model.init_from $(PRETRAINED)/synth_iam_stage2.pt \
 		--model.scheduler.init_args.max_lr 0.001 --out $(PRETRAINED)/synth_iam.pt
+
+# The IAM CPU recipe's beam-search LM and lexicon (configs/decoders/beam_words.yaml), ~2 min: the train split's lines,
+# wordfreq's English words and Debian's English fortunes (scripts/prepare_text.py; apt-get download). README "IAM".
+data/text/en.txt:
+	$(BIN)/python scripts/prepare_text.py --lang en --output $@
+lm-iam: setup data/text/en.txt
+	$(BIN)/htr lm build --config configs/iam_lines_cpu.yaml --words en --general-text data/text/en.txt \
+		--output lm/words.arpa --lexicon lm/words.txt
 
 style: setup
 	$(BIN)/ruff format htr tests scripts

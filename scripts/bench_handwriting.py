@@ -7,7 +7,9 @@ traced recognizer at batch 1 and 16 (median of 5 windows). "pooled" scores every
 (character and word edits over all references), since one fold of ~4 writers moves by several points. Each fold is
 scored with greedy decoding (what the registered model does by default) and, unless --lm-order 0, with beam search
 and a character n-gram LM of that fold's training lines only (``beam_lm``), and with that LM widened by a
-language's general word statistics and held to a lexicon (``beam_words``; scripts/fold_decoders.py).
+language's general word statistics and held to a lexicon (``beam_words``; scripts/fold_decoders.py), and with
+--general-text that LM also learning a text of the language (``beam_text``). --rescore reads the folds of earlier
+reports again from their best checkpoints (e.g. with --general-text) without training.
 With --peer-ketos, Kraken's recognizer trains on the same fold's lines at the same time with the same wall-time budget
 (--budget-s, also htr's trainer.max_time). Prints one JSON object and writes it to --out; --pool merges the reports
 of earlier runs (folds run apart) into one pooled figure. Run it from the repository root (the configs' data_dir is
@@ -17,6 +19,7 @@ relative).
     OMP_NUM_THREADS=1 python scripts/bench_handwriting.py --folds 1 --budget-s 1500 \
         --peer-ketos /work/kraken-venv/bin/ketos --model.init_from ~/.cache/htr/pretrained/synth_iam.pt
     python scripts/bench_handwriting.py --pool fold0.json fold1.json fold2.json --out pooled.json
+    python scripts/bench_handwriting.py --rescore pooled.json --general-text data/text/en.txt --out reread.json
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -40,7 +44,8 @@ from machine import machine_info  # noqa: E402 - scripts/machine.py
 from scores import pooled, score  # noqa: E402 - scripts/scores.py
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from htr.cli import main  # noqa: E402
+from htr.cli import build_cli, main  # noqa: E402
+from htr.data.datamodule import TextImageDataModule  # noqa: E402
 from htr.data.dataset import TextImageDataset  # noqa: E402
 from htr.inference import Recognizer  # noqa: E402
 from htr.loading import load_model  # noqa: E402
@@ -128,14 +133,12 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
     recognizer = load_model(best)  # the checkpoint that would be registered, not the last weights
     samples = cli.datamodule.datasets["test"].samples
     images = [recognizer.preprocess(s.path) for s in samples]
-    references = [s.text for s in samples]
     widths = sorted(image.shape[-1] for image in images)
     result = {
         "fold": fold,
         "test_writers": sorted({s.writer for s in samples}),
         "n_train": len(cli.datamodule.datasets["train"]),
         "n_test": len(samples),
-        "greedy": score([t.text for t in recognizer.transcribe_tensors(images, 16)], references),
         "best_checkpoint": best,  # kept with --workdir
         "epochs": len(clock.seconds),
         "train_seconds": round(train_seconds, 1),
@@ -146,17 +149,39 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
         "flops_per_line": _flops_per_line(recognizer, widths[len(widths) // 2]),
         "lines_per_s": {f"b{b}": round(_lines_per_second(recognizer, images, b), 1) for b in (1, 16)},
     }
-    if options.lm_order:  # the fold's training lines only: its test writers' text stays unseen
-        texts = [sample.text for sample in cli.datamodule.datasets["train"].samples]
-        decoders = fold_decoders(
-            texts, cli.datamodule.charset, workdir, fold, options.lm_order, options.words, options.general_text
-        )
-        for reader, decoder in decoders.items():
-            recognizer.decoder = decoder
-            result[reader] = score([t.text for t in recognizer.transcribe_tensors(images, 16)], references)
+    result |= _test_readings(recognizer, cli.datamodule, fold, workdir, options)
     if peer is not None:
         result["kraken"] = kraken_peer.report(peer, workdir / f"kraken{fold}")
     return result
+
+
+def rescore_fold(earlier: dict, workdir: Path, options: argparse.Namespace, extra: list[str]) -> dict:
+    """A fold of an earlier report read again from its best checkpoint (other decoders, no training)."""
+    args = ["--config", options.config, "--data.init_args.fold", str(earlier["fold"]), *extra]
+    datamodule = build_cli([*args, "--trainer.logger", "false"], run=False).datamodule
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    recognizer = load_model(earlier["best_checkpoint"])
+    return {**earlier, **_test_readings(recognizer, datamodule, earlier["fold"], workdir, options)}
+
+
+def _test_readings(
+    recognizer: Recognizer, datamodule: TextImageDataModule, fold: int, workdir: Path, options: argparse.Namespace
+) -> dict[str, dict]:
+    """Scores of the fold's test lines read greedily and with each decoder of ``fold_decoders``."""
+    samples = datamodule.datasets["test"].samples
+    images = [recognizer.preprocess(s.path) for s in samples]
+    references = [s.text for s in samples]
+    readings = {"greedy": score([t.text for t in recognizer.transcribe_tensors(images, 16)], references)}
+    if options.lm_order:  # the fold's training lines only: its test writers' text stays unseen
+        texts = [sample.text for sample in datamodule.datasets["train"].samples]
+        decoders = fold_decoders(
+            texts, datamodule.charset, workdir, fold, options.lm_order, options.words, options.general_text
+        )
+        for reader, decoder in decoders.items():
+            recognizer.decoder = decoder
+            readings[reader] = score([t.text for t in recognizer.transcribe_tensors(images, 16)], references)
+    return readings
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -193,10 +218,18 @@ def main_bench() -> None:
     parser.add_argument("--peer-ketos", default=None, help="ketos of a Kraken venv: train Kraken beside htr")
     parser.add_argument("--peer-threads", type=int, default=1)
     parser.add_argument("--pool", nargs="+", type=Path, help="merge the folds of these reports; trains nothing")
+    parser.add_argument(
+        "--rescore", nargs="+", type=Path, help="read the folds of these reports again (their best checkpoints)"
+    )
     options, extra = parser.parse_known_args()  # the rest goes to `htr fit`, e.g. --trainer.max_epochs=30
     if options.pool:
         folds, sources = report_folds(options.pool)
         report = {"pooled_from": sources, "folds": folds}
+    elif options.rescore:
+        earlier, sources = report_folds(options.rescore)
+        workdir = Path(options.workdir or tempfile.mkdtemp(prefix="htr_rescore_"))
+        folds = [rescore_fold(fold, workdir, options, extra) for fold in earlier]
+        report = {"rescored_from": sources, "overrides": extra, "folds": folds}
     else:
         if options.peer_ketos and not options.budget_s:
             parser.error("--peer-ketos needs --budget-s: both sides train for the same wall time")
