@@ -226,8 +226,8 @@ install 'htr[lm]'), which a few hundred training lines lack; --lexicon writes th
   htr test ... --model.decoder htr.beam.BeamSearchDecoder --model.decoder.beam_width 30 \
       --model.decoder.lm lm/iam_en.arpa --model.decoder.lexicon lm/iam_en.txt
 
---general-text adds real sentences of the language (IAM: 2 points of CER less with Debian's English fortunes;
-scripts/prepare_text.py writes them), punctuation spaced as in the training lines:
+--general-text adds real sentences of the language (IAM's unseen writers: 12.4% -> 10.8% CER with Debian's English
+fortunes, which scripts/prepare_text.py writes), punctuation spaced as in the training lines:
 
   htr lm build --config configs/iam_lines_cpu.yaml --words en --general-text data/text/en.txt \
       --output lm/words.arpa --lexicon lm/words.txt""",
@@ -259,9 +259,13 @@ scripts/prepare_text.py writes them), punctuation spaced as in the training line
     texts = [text for text in texts if text.strip()]
     general: list[str] = []
     for file in options.general_text:
-        if not file.is_file():
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
             parser.error(f"--general-text: no text file at {file}")
-        lines, dropped = spelled_like(file.read_text(encoding="utf-8").splitlines(), texts, vocabulary)
+        except UnicodeDecodeError as error:
+            parser.error(f"--general-text: {file} is not UTF-8 text (byte {error.start}: {error.reason})")
+        lines, dropped = spelled_like(text.splitlines(), texts, vocabulary)
         print(f"{file}: {len(lines)} lines ({dropped} left out: characters outside the charset)")
         general += lines
     corpus, words = lm_texts(texts, vocabulary, options.words, general, options.word_lines, options.text_weight)

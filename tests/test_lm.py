@@ -156,3 +156,14 @@ def test_punctuation_is_set_apart_as_iam_writes_it(line, spelled):
 def test_punctuation_convention_is_read_from_the_training_lines():
     assert punctuation_set_apart(["Griffiths , M P for Manchester Exchange .", "Mr. Smith ."])
     assert not punctuation_set_apart(["Je soussigné, Jean Dupont, lègue à ma femme.", "Fait à Paris."])
+
+
+def test_a_general_text_that_is_not_utf8_is_named(tmp_path, capsys):
+    text = tmp_path / "texts.txt"
+    text.write_text("the cat sat\n")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("le café\n".encode("latin-1"))
+    with pytest.raises(SystemExit):
+        main(["lm", "build", "--text", str(text), "--general-text", str(latin1), "--output", str(tmp_path / "lm.arpa")])
+    assert f"--general-text: {latin1} is not UTF-8 text (byte 6" in capsys.readouterr().err
+    assert not (tmp_path / "lm.arpa").exists()
