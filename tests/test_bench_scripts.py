@@ -77,3 +77,22 @@ Q:\tWhat is 2 + 2 = ? 4 + 4 = ? 8 + 8 ...
         "A little retrospection shows that although many fine,",
         "useful software systems have been designed by committees,",
     ]
+
+
+def test_prepare_text_names_a_missing_package_file(tmp_path):
+    missing = tmp_path / "fortunes.deb"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "prepare_text.py"),
+            "--deb",
+            str(missing),
+            "-o",
+            str(tmp_path / "t"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and f"no .deb at {missing}" in done.stderr
+    assert not (tmp_path / "t").exists()
