@@ -149,7 +149,7 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
         "flops_per_line": _flops_per_line(recognizer, widths[len(widths) // 2]),
         "lines_per_s": {f"b{b}": round(_lines_per_second(recognizer, images, b), 1) for b in (1, 16)},
     }
-    result |= _test_readings(recognizer, cli.datamodule, fold, workdir, options)
+    result |= _test_readings(recognizer, images, cli.datamodule, fold, workdir, options)
     if peer is not None:
         result["kraken"] = kraken_peer.report(peer, workdir / f"kraken{fold}")
     return result
@@ -162,16 +162,21 @@ def rescore_fold(earlier: dict, workdir: Path, options: argparse.Namespace, extr
     datamodule.setup("fit")
     datamodule.setup("test")
     recognizer = load_model(earlier["best_checkpoint"])
-    return {**earlier, **_test_readings(recognizer, datamodule, earlier["fold"], workdir, options)}
+    images = [recognizer.preprocess(s.path) for s in datamodule.datasets["test"].samples]
+    return {**earlier, **_test_readings(recognizer, images, datamodule, earlier["fold"], workdir, options)}
 
 
 def _test_readings(
-    recognizer: Recognizer, datamodule: TextImageDataModule, fold: int, workdir: Path, options: argparse.Namespace
+    recognizer: Recognizer,
+    images: list[torch.Tensor],
+    datamodule: TextImageDataModule,
+    fold: int,
+    workdir: Path,
+    options: argparse.Namespace,
 ) -> dict[str, dict]:
-    """Scores of the fold's test lines read greedily and with each decoder of ``fold_decoders``."""
-    samples = datamodule.datasets["test"].samples
-    images = [recognizer.preprocess(s.path) for s in samples]
-    references = [s.text for s in samples]
+    """Scores of the fold's test lines (``images``, preprocessed) read greedily and with each decoder of
+    ``fold_decoders``."""
+    references = [s.text for s in datamodule.datasets["test"].samples]
     readings = {"greedy": score([t.text for t in recognizer.transcribe_tensors(images, 16)], references)}
     if options.lm_order:  # the fold's training lines only: its test writers' text stays unseen
         texts = [sample.text for sample in datamodule.datasets["train"].samples]

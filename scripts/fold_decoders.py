@@ -46,8 +46,9 @@ def fold_decoders(
         lexicon = write_lexicon(words, workdir / f"fold{fold}_{language}_words.txt")
         decoders["beam_words"] = BeamSearchDecoder(30, lm_words, lm_weight=0.5, word_score=2.0, lexicon=lexicon)
         if general_text:
-            spelled, _ = spelled_like(general_text, texts, charset)
-            corpus, _ = lm_texts(texts, charset, language, spelled)
-            lm_text = build_arpa(corpus, workdir / f"fold{fold}_char{order}_{language}_text.arpa", order, charset)
+            spelled, _ = spelled_like(general_text, texts, charset)  # what lm_texts(..., spelled) adds to `general`
+            lm_text = build_arpa(
+                general + spelled, workdir / f"fold{fold}_char{order}_{language}_text.arpa", order, charset
+            )
             decoders["beam_text"] = BeamSearchDecoder(30, lm_text, lm_weight=0.5, word_score=2.0, lexicon=lexicon)
     return decoders
