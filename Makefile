@@ -6,7 +6,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export HTR_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup train test test-fast smoke bench pretrained lm-iam style quality clean
+.PHONY: setup train test test-fast smoke bench pretrained pretrained-iam-all lm-iam style quality clean
 
 setup: $(BIN)/.installed
 
@@ -46,6 +46,15 @@ pretrained: setup
 		--model.scheduler.init_args.max_lr 0.0015 --out $(PRETRAINED)/synth_iam_stage2.pt
 	$(PRETRAIN) $(NEXT_STAGE) --seed 2 --lines data/synth_iam_3 --model.init_from $(PRETRAINED)/synth_iam_stage2.pt \
 		--model.scheduler.init_args.max_lr 0.001 --out $(PRETRAINED)/synth_iam.pt
+
+# The page recipe's starting weights (configs/poilus.yaml), ~20 min on one core after `make pretrained`: the IAM CPU
+# recipe fit on all 38 writers of ../shared/data/iam (90% of the lines train, 10% val, no test), so that the wills'
+# training starts from real handwriting rather than fonts. README "Your own manuscripts".
+pretrained-iam-all: setup
+	OMP_NUM_THREADS=1 $(BIN)/htr fit --config configs/iam_lines_cpu.yaml --model.init_from $(PRETRAINED)/synth_iam.pt \
+		--data.init_args.writer_fractions '[0.9, 0.1, 0.0]' --trainer.default_root_dir outputs/iam_all \
+		--trainer.logger.init_args.experiment_name iam_all --registry.enabled false
+	cp "$$(ls -t outputs/iam_all/*/*/checkpoints/best-*.ckpt | head -1)" $(PRETRAINED)/iam_all.ckpt
 
 # The IAM CPU recipe's beam-search LM and lexicon (configs/decoders/beam_words.yaml), ~2 min: the train split's lines,
 # wordfreq's English words and Debian's English fortunes (scripts/prepare_text.py; apt-get download). README "IAM".
