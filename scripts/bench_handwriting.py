@@ -47,6 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from htr.cli import build_cli, main  # noqa: E402
 from htr.data.datamodule import TextImageDataModule  # noqa: E402
 from htr.data.dataset import TextImageDataset  # noqa: E402
+from htr.data.stats import build_datamodule  # noqa: E402
 from htr.inference import Recognizer  # noqa: E402
 from htr.loading import load_model  # noqa: E402
 
@@ -157,8 +158,7 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
 
 def rescore_fold(earlier: dict, workdir: Path, options: argparse.Namespace, extra: list[str]) -> dict:
     """A fold of an earlier report read again from its best checkpoint (other decoders, no training)."""
-    args = ["--config", options.config, "--data.init_args.fold", str(earlier["fold"]), *extra]
-    datamodule = build_cli([*args, "--trainer.logger", "false"], run=False).datamodule
+    datamodule = build_datamodule([options.config], ["--data.init_args.fold", str(earlier["fold"]), *extra], build_cli)
     datamodule.setup("fit")
     datamodule.setup("test")
     recognizer = load_model(earlier["best_checkpoint"])
