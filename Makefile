@@ -6,17 +6,29 @@ SHARED_DATA := $(abspath ../shared/data)
 export HTR_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup train test test-fast smoke bench pretrained pretrained-iam-all lm-iam style quality clean
+.PHONY: setup lock train test test-fast smoke bench pretrained pretrained-iam-all lm-iam style quality clean
 
 setup: $(BIN)/.installed
 
-# constraints-cpu.txt pins torch 2.13.0 (a CPU wheel here); an unpinned torch pulls a multi-GB CUDA build.
-$(BIN)/.installed: pyproject.toml constraints-cpu.txt
+# requirements.lock holds the exact version and hashes of every package, the CPU torch wheel included (torch 2.13.0+cpu:
+# on this machine from /opt/wheels, elsewhere PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu). `make lock`
+# is the one place where versions change.
+$(BIN)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,server,lm]' -c constraints-cpu.txt
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# Re-resolve every dependency to its newest version within pyproject.toml's ranges (torch held at the CPU wheel of
+# constraints-cpu.txt), reinstall the venv from the new lock and run the whole suite: review, then commit the lock.
+TORCH_WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
+lock: setup
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra server --extra lm --upgrade --generate-hashes \
+		--override constraints-cpu.txt $(TORCH_WHEELS) --no-emit-find-links --no-emit-index-url \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+		-o requirements.lock
+	rm -rf $(VENV)
+	$(MAKE) test
 
 train: setup  ## train the Captcha model (tracked in MLflow, best model registered)
 	$(BIN)/htr fit --config configs/captcha.yaml

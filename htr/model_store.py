@@ -7,8 +7,8 @@ for the files its decoder reads; nothing here trains or registers (that is ``htr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from functools import partial
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -44,6 +44,30 @@ def _check_model_uri(client: MlflowClient, uri: str) -> None:
         raise ModelNotFoundError(f"{name} has no version {number}; versions: {numbers}, aliases: {model.aliases}")
 
 
+@contextmanager
+def _store(tracking_uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs set to ``tracking_uri`` for the block, then restored.
+
+    ``mlflow.artifacts.download_artifacts`` does not hand its ``registry_uri`` on to every lookup it makes: in a
+    fresh process (MLflow 3.17) a ``models:/`` URI was resolved in the default store of the working directory,
+    which it created there as an empty ``./mlflow.db``, and the model was "not found".
+    """
+    previous = (
+        mlflow.get_tracking_uri() if mlflow.tracking._tracking_service.utils.is_tracking_uri_set() else None,
+        mlflow.tracking._model_registry.utils._registry_uri,
+    )
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.tracking._model_registry.utils._registry_uri = previous[1]
+        if previous[0] is None:
+            mlflow.tracking._tracking_service.utils._tracking_uri = None
+        else:
+            mlflow.set_tracking_uri(previous[0])
+
+
 def download_checkpoint(uri: str, target: Path, tracking_uri: str | None = None) -> Path:
     """Fetch the checkpoint inside a logged htr model into ``target`` (the rest of the model stays put).
 
@@ -68,9 +92,8 @@ def download_checkpoint(uri: str, target: Path, tracking_uri: str | None = None)
     _check_model_uri(MlflowClient(tracking_uri, registry_uri=tracking_uri), uri)
     checkpoint_uri = f"{uri.rstrip('/')}/artifacts/{CHECKPOINT_FILE}"
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=checkpoint_uri, dst_path=str(target), tracking_uri=tracking_uri, registry_uri=tracking_uri
-        )
+        with _store(tracking_uri):
+            local = mlflow.artifacts.download_artifacts(artifact_uri=checkpoint_uri, dst_path=str(target))
     except (MlflowException, OSError) as error:
         raise ModelNotFoundError(
             f"cannot fetch {checkpoint_uri} from {tracking_uri} (is {uri} a model logged by `htr fit`?): {error}"
@@ -88,11 +111,12 @@ def download_model_files(
     """
     tracking_uri = resolve_tracking_uri(tracking_uri)
     base = uri.rstrip("/")
-    fetch = partial(mlflow.artifacts.download_artifacts, tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    config = yaml.safe_load(Path(fetch(artifact_uri=f"{base}/MLmodel", dst_path=str(target))).read_text())
-    held = config.get("flavors", {}).get("python_function", {}).get("artifacts", {})
-    return {
-        name: fetch(artifact_uri=f"{base}/{held[name]['path']}", dst_path=str(target / name))
-        for name in names
-        if name in held
-    }
+    fetch = mlflow.artifacts.download_artifacts
+    with _store(tracking_uri):
+        config = yaml.safe_load(Path(fetch(artifact_uri=f"{base}/MLmodel", dst_path=str(target))).read_text())
+        held = config.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+        return {
+            name: fetch(artifact_uri=f"{base}/{held[name]['path']}", dst_path=str(target / name))
+            for name in names
+            if name in held
+        }
