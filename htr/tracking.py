@@ -38,7 +38,9 @@ from htr.checkpoint import checked_checkpoint, read_checkpoint
 from htr.data.datamodule import TextImageDataModule
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+# What an experiment holds, for MLflow's UI (3.17 reads it only when its GenAI/model-training switch is off; see
+# ``experiment_url``)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 MONITOR = "val/cer"  # the metric that picks the best checkpoint and the champion (lower is better)
 REQUIREMENTS = ("torch", "lightning", "torchmetrics", "jsonargparse", "mlflow", "numpy", "pandas", "pillow",
                 "opencv-python-headless", "albumentations")  # fmt: skip
@@ -236,12 +238,14 @@ def experiment_id_for(client: MlflowClient, name: str, artifact_location: str | 
     """The id of experiment ``name``, created if needed, also when another run creates it at the same moment.
 
     Two trainings started together on a new experiment both find it missing; the slower ``create_experiment``
-    then fails with RESOURCE_ALREADY_EXISTS, and that run reads the winner's id instead of crashing.
+    then fails with RESOURCE_ALREADY_EXISTS, and that run reads the winner's id instead of crashing. The
+    experiment's tags are set in the same call, so no run writes them afterwards (two runs setting one tag at once
+    collided on a Postgres server's primary key).
     """
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+        try:  # the kind is written with the experiment, once, by whichever run creates it
+            return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
         except MlflowException as error:
             experiment = client.get_experiment_by_name(name)
             if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS) or experiment is None:
@@ -410,8 +414,6 @@ class MLflowRunCallback(SaveConfigCallback):
         stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn (a str enum)
         name = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
         client.log_text(run_id, self.parser.dump(self.config, skip_none=False), name)
-        # MLflow 3's UI opens an experiment without a kind on its GenAI overview; these are model-training runs
-        client.set_experiment_tag(logger.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
         tags = [RunTag(key, value) for key, value in environment_tags().items()]
         params: list[Param] = []
         if not client.get_run(run_id).data.params:  # params are immutable: a continued run keeps the fit's
