@@ -7,10 +7,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would a
 
 import pytest  # noqa: E402
 
-from tests.helpers import SHARED_DATA, make_captchas, make_iam_tree  # noqa: E402
+from tests.helpers import make_captchas, make_iam_tree, shared_dataset  # noqa: E402
 
-CAPTCHA_DIR = SHARED_DATA / "captcha_images_v2"
-REAL_IAM = SHARED_DATA / "iam"
 REAL_DATA_FIXTURES = {"captcha_dir", "real_iam"}  # the fixtures that read SHARED_DATA
 
 
@@ -59,9 +57,7 @@ def captcha_files(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def captcha_dir() -> Path:
     """The 934 real captchas (read-only); slow tests only (test_fast_tests_need_no_shared_data)."""
-    if not CAPTCHA_DIR.is_dir():
-        pytest.fail(f"real captcha data missing: {CAPTCHA_DIR} (tests expect ../shared/data beside the checkout)")
-    return CAPTCHA_DIR
+    return shared_dataset("captcha_images_v2")
 
 
 @pytest.fixture
@@ -93,6 +89,4 @@ def iam_root_no_lists(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_iam() -> Path:
     """The 876 real IAM lines (read-only); slow tests only."""
-    if not (REAL_IAM / "ascii" / "lines.txt").is_file():
-        pytest.fail(f"real IAM subset missing: {REAL_IAM} (tests expect ../shared/data beside the checkout)")
-    return REAL_IAM
+    return shared_dataset("iam")

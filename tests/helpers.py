@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from htr.data.iam import IAMDataModule
@@ -26,6 +27,27 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real data beside the checkout; only slow tests read it (HTR_TEST_SHARED_DATA=/nonexistent checks that).
 SHARED_DATA = Path(os.environ.get("HTR_TEST_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 VENV_BIN = Path(sys.executable).parent
+# Where each shared data set comes from, for the line a test prints when it is missing.
+DATA_SOURCES = {
+    "captcha_images_v2": "captcha_images_v2.zip of the AakashKumarNain/CaptchaCracker repository on GitHub",
+    "iam": "the IAM Handwriting Database (fki.tic.heia-fr.ch, free registration), in its own layout",
+    "poilus": "HTR-United's CREMMA-AN-TestamentsDePoilus (ALTO pages and their images)",
+    "french_lines": "the project's shared/data folder (see its README for the six source datasets)",
+}
+
+
+def shared_dataset(name: str) -> Path:
+    """``SHARED_DATA/name``. Without it the test is skipped with one line naming the data set and where to get
+    it, so that a fresh clone's ``make test`` passes; under CI (``CI=true``) a missing data set fails instead."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        message = f"data set {name!r} not found at {path}: get {DATA_SOURCES[name]} and put it there"
+        if os.environ.get("CI", "").lower() in ("1", "true"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 CAPTCHA_SYMBOLS = "2345678bcdefgmnpwxy"  # those of the real captcha set
 TINY_NET = ["--model.net.init_args.channels", "[8, 16, 16, 16]", "--model.net.init_args.rnn_hidden", "16"]
 # `htr fit` args for a tiny net trained 2 epochs of 4 batches (8 steps): seconds on a CPU.

@@ -14,7 +14,7 @@ from htr.data.page_xml import BadPageError, BadPagesError, PageLine, find_xml, p
 from htr.data.pages import PageDataModule
 from htr.page_output import LinePrediction, line_records, transcribed_xml, write_page_xml
 from tests.data.page_fixtures import INK, PAPER, SLANT, make_pages, render_line
-from tests.helpers import SHARED_DATA, blank_png
+from tests.helpers import SHARED_DATA, blank_png, shared_dataset
 
 POILUS = SHARED_DATA / "poilus" / "pages"
 GOOD = ["doc1_p001", "doc1_p002", "doc2_p001", "doc2_p002", "doc3_p001"]
@@ -321,8 +321,7 @@ def test_page_output_adds_text_equiv_where_there_was_none(pages_dir: Path):
 
 @pytest.mark.slow
 def test_real_poilus_pages(tmp_path: Path):
-    if not POILUS.is_dir():
-        pytest.fail(f"real page data missing: {POILUS} (tests expect ../shared/data beside the checkout)")
+    shared_dataset("poilus")
     pages = [parse_page(path) for path in find_xml([POILUS])]
     assert len(pages) == 105
     assert sum(len(page.lines) for page in pages) == 1555
