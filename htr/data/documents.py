@@ -158,8 +158,9 @@ class DocumentDataModule(TextImageDataModule):
 
     Args:
         split: train/val/test fractions of the lines, dealt as whole documents (seeded by ``seed``).
-        val_documents: document ids for val (then the other documents make train and test).
-        test_documents: document ids for test, e.g. a held-out set that must not move between runs.
+        val_documents: document ids for val (then the other documents make train and test); a folder of
+            documents stands for all of them (``split_documents``).
+        test_documents: document ids (or folders) for test, e.g. a held-out set that must not move between runs.
         fold: which of the ``round(1 / split[2])`` document folds is test (cross-validation by document: each
             document is tested in exactly one fold); 0 without a test list.
         page_suffix: regex removed from the end of a file stem to give its document id.

@@ -37,7 +37,7 @@ def folder_lines(folder: Path) -> tuple[list[tuple[Path, str]], list[Path]]:
     images without; in path order, a folder's own files before its subfolders'.
 
     The text file's first line is the transcription (``.gt.txt`` holds one line; a trailing newline is common).
-    Each folder is listed once and no file is checked on its own, so that 11k lines in 750 folders list in ~0.3 s.
+    Each folder is listed once and no file is checked on its own: french_lines' 11k lines in 709 folders take <1 s.
     """
     lines, missing = [], []
     for directory, subfolders, files in os.walk(folder):
