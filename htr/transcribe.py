@@ -79,6 +79,11 @@ def main(args: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--output", help="folder for copies of XML pages with the recognised text in every line")
     parser.add_argument(
+        "--image-dir", action="append", default=[], dest="image_dirs",
+        help="a folder to look for page images in when they are not beside their XML (repeatable; relative: from "
+        "each XML's folder, e.g. ../jpg, then from here)",
+    )  # fmt: skip
+    parser.add_argument(
         "--model",
         required=True,
         help="a checkpoint (.ckpt) written by `htr fit`, an .onnx file written by `htr export`, or a logged model: "
@@ -119,7 +124,9 @@ def main(args: Sequence[str] | None = None) -> None:
         recognizer.decoder = GREEDY
     writer = TranscriptionWriter(options.format, sys.stdout)
     if any(map(is_page_source, options.images)):  # lines cut from their pages; records named <xml>#<line id>
-        failed = transcribe_xml_files(recognizer, options.images, options.output, writer, options.batch_size)
+        failed = transcribe_xml_files(
+            recognizer, options.images, options.output, writer, options.batch_size, options.image_dirs
+        )
         if failed:
             sys.exit(f"htr transcribe: {failed} page(s) or line(s) could not be transcribed")
         return

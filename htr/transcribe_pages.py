@@ -51,7 +51,11 @@ class TranscribedPage:
 
 
 def transcribe_page(
-    recognizer: Recognizer, xml_path: Path | str, output_dir: Path | str | None = None, batch_size: int = 32
+    recognizer: Recognizer,
+    xml_path: Path | str,
+    output_dir: Path | str | None = None,
+    batch_size: int = 32,
+    image_dirs: Sequence[Path | str] = (),
 ) -> TranscribedPage:
     """Recognise every line of an ALTO or PAGE page and, with ``output_dir``, write the XML with the new text there.
 
@@ -60,11 +64,12 @@ def transcribe_page(
         xml_path: the page's XML; its image is the one it names, else the file with its stem beside it.
         output_dir: folder for the copy (same file name); it must not be the XML's own folder.
         batch_size: lines per forward pass.
+        image_dirs: other folders to look for the image in (``parse_page``), e.g. ``jpg/`` beside ``alto/``.
 
     Raises:
         BadPageError: the XML is malformed, not ALTO/PAGE, or its image is missing or cannot be decoded.
     """
-    page = parse_page(xml_path)
+    page = parse_page(xml_path, image_dirs)
     gray = read_page(page.image_path)
     ids, images, problems = [], [], []
     for line in page.lines:
@@ -91,10 +96,12 @@ def transcribe_xml_files(
     output_dir: Path | str | None,
     writer: RecordWriter,
     batch_size: int = 32,
+    image_dirs: Sequence[Path | str] = (),
 ) -> int:
     """``htr transcribe`` on XML pages: each line's record goes to ``writer`` (path ``<xml>#<line id>``) and, with
-    ``output_dir``, each page's transcribed copy is written there. Unusable pages and lines are reported on
-    stderr and skipped, so one bad page does not stop a folder.
+    ``output_dir``, each page's transcribed copy is written there; page images are looked for beside each XML, then
+    in ``image_dirs``. Unusable pages and lines are reported on stderr and skipped, so one bad page does not stop a
+    folder.
 
     Returns:
         The number of pages and lines that could not be transcribed.
@@ -102,7 +109,7 @@ def transcribe_xml_files(
     failed = 0
     for path in find_xml(sources):
         try:
-            result = transcribe_page(recognizer, path, output_dir, batch_size)
+            result = transcribe_page(recognizer, path, output_dir, batch_size, image_dirs)
         except (BadPageError, ValueError) as error:  # ValueError: output_dir is the input's own folder
             print(f"htr transcribe: skipped {error}", file=sys.stderr)
             failed += 1

@@ -85,3 +85,23 @@ def test_command_writes_pages_and_line_records(
     for record in records:
         assert record["path"] in lines and 0 <= record["confidence"] <= 1
         assert len(record["chars"]) == len(record["text"])
+
+
+def test_command_finds_page_images_in_image_dirs(
+    pages_dir: Path, recognizer: Recognizer, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    (tmp_path / "alto").mkdir()
+    (tmp_path / "jpg").mkdir()
+    (tmp_path / "alto" / "doc2_p001.xml").write_bytes((pages_dir / "doc2_p001.xml").read_bytes())
+    (tmp_path / "jpg" / "doc2_p001.png").write_bytes((pages_dir / "doc2_p001.png").read_bytes())
+    model = tmp_path / "model.onnx"
+    export_onnx(recognizer, model)
+    command = ["transcribe", "--model", str(model), str(tmp_path / "alto")]
+    with pytest.raises(SystemExit, match="1 page"):
+        main(command)
+    assert f"{tmp_path / 'alto' / 'doc2_p001.xml'}: page image not found" in capsys.readouterr().err
+    main([*command, "--image-dir", "../jpg"])
+    stdout = capsys.readouterr().out
+    assert [line.split("\t")[0] for line in stdout.splitlines()] == [
+        f"{tmp_path / 'alto' / 'doc2_p001.xml'}#{line_id}" for line_id in ("sa", "sb")
+    ]

@@ -12,7 +12,7 @@ import re
 import unicodedata
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -65,11 +65,12 @@ def split_documents(
 ) -> dict[str, list[DocumentSample]]:
     """Deal whole documents to train, val and test.
 
-    Documents named in ``val_documents``/``test_documents`` go there. Without a test list, test is fold ``fold``
-    of ``document_folds`` (k = 1 / test fraction folds with disjoint documents: k-fold cross-validation by
-    document; fewer with fewer documents, none with one). The other documents are shuffled by ``seed`` and each
-    goes to the stage that lacks the most lines for its share, so that even three documents make three stages;
-    train:val is ``fractions[0]:fractions[1]``.
+    Documents named in ``val_documents``/``test_documents`` go there; a name that is no document but a folder of
+    documents (``timeus`` for the pages ``timeus/p1``, ``timeus/p2``) stands for all of them. Without a test list,
+    test is fold ``fold`` of ``document_folds`` (k = 1 / test fraction folds with disjoint documents: k-fold
+    cross-validation by document; fewer with fewer documents, none with one). The other documents are shuffled by
+    ``seed`` and each goes to the stage that lacks the most lines for its share, so that even three documents make
+    three stages; train:val is ``fractions[0]:fractions[1]``.
 
     Raises:
         ValueError: a listed document has no lines here, one is listed twice, ``fold`` is out of range (or set
@@ -78,7 +79,7 @@ def split_documents(
     by_document: dict[str, list[DocumentSample]] = {}
     for sample in samples:
         by_document.setdefault(sample.document, []).append(sample)
-    listed = {"val": list(val_documents or ()), "test": list(test_documents or ())}
+    listed = {"val": _under(val_documents or (), by_document), "test": _under(test_documents or (), by_document)}
     unknown = sorted(set(listed["val"] + listed["test"]) - set(by_document))
     if unknown:
         known = sorted(by_document)
@@ -123,6 +124,15 @@ def split_documents(
     return splits
 
 
+def _under(names: Sequence[str], documents: Collection[str]) -> list[str]:
+    """``names`` with each name that is no document replaced by the documents in that folder (when there are any)."""
+    expanded = []
+    for name in names:
+        inside = [] if name in documents else sorted(d for d in documents if d.startswith(f"{name.rstrip('/')}/"))
+        expanded += inside or [name]
+    return expanded
+
+
 def document_folds(lines: dict[str, int], k: int, seed: int) -> list[list[str]]:
     """Documents dealt into at most ``k`` folds of about equal line counts (``lines``: document -> its lines).
 
@@ -148,8 +158,9 @@ class DocumentDataModule(TextImageDataModule):
 
     Args:
         split: train/val/test fractions of the lines, dealt as whole documents (seeded by ``seed``).
-        val_documents: document ids for val (then the other documents make train and test).
-        test_documents: document ids for test, e.g. a held-out set that must not move between runs.
+        val_documents: document ids for val (then the other documents make train and test); a folder of
+            documents stands for all of them (``split_documents``).
+        test_documents: document ids (or folders) for test, e.g. a held-out set that must not move between runs.
         fold: which of the ``round(1 / split[2])`` document folds is test (cross-validation by document: each
             document is tested in exactly one fold); 0 without a test list.
         page_suffix: regex removed from the end of a file stem to give its document id.

@@ -1,39 +1,62 @@
-"""Line images that are already cut: a folder with ``<stem>.gt.txt`` transcriptions, or a TSV/CSV manifest.
+"""Line images that are already cut: folders (flat or a tree) with ``<stem>.gt.txt`` transcriptions, or TSV/CSV
+manifests.
 
-The folder layout is what kraken's ``ketos extract``, OCR-D and calamari use (``l001.png`` + ``l001.gt.txt``); a
-manifest is the shortest way to list lines kept anywhere (``lines/a.png<TAB>the text``).
+The folder layout is what kraken's ``ketos extract``, OCR-D and calamari use (``l001.png`` + ``l001.gt.txt``), flat
+or one folder per page (``<source>/<page>/<line id>.jpg``, as eScriptorium exports and ``french_lines`` are); a
+manifest is the shortest way to list lines kept anywhere (``lines/a.png<TAB>the text``). What a document is for the
+split depends on the layout (``group_by``): a file name without its line number means nothing when lines are named
+by an id (``eSc_line_1223b19e``), and then the page or source folder is the document.
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import logging
+import os
+import re
 from pathlib import Path
+from typing import Literal
 
-from htr.data.documents import DocumentDataModule, DocumentSample
+from htr.data.documents import DocumentDataModule, DocumentSample, document_id
 from htr.data.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 GT_SUFFIX = ".gt.txt"
+LINE_IMAGE_SUFFIXES = IMAGE_SUFFIXES | {".tif", ".tiff"}
 MANIFEST_SUFFIXES = frozenset({".tsv", ".csv"})
 # Line files: ``will_0006-1_l03`` -> ``will_0006`` (line number, then any page number, removed).
 LINE_SUFFIX = r"(?:[-_](?:p|page)?\d+)?[-_.](?:l|line)?_?\d+$"
+GroupBy = Literal["file", "page", "source"]
+_WILDCARD = re.compile(r"[*?[]")
 
 
 def folder_lines(folder: Path) -> tuple[list[tuple[Path, str]], list[Path]]:
-    """(image, text) of each image in ``folder`` that has a ``<stem>.gt.txt`` beside it, and the images without.
+    """(image, text) of each image in ``folder`` and its subfolders that has a ``<stem>.gt.txt`` beside it, and the
+    images without; in path order, a folder's own files before its subfolders'.
 
     The text file's first line is the transcription (``.gt.txt`` holds one line; a trailing newline is common).
+    Each folder is listed once and no file is checked on its own: french_lines' 11k lines in 709 folders take <1 s.
     """
     lines, missing = [], []
-    for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | {".tif", ".tiff"}):
-        gt = image.with_name(image.name[: -len(image.suffix)] + GT_SUFFIX)
-        if gt.is_file():
-            lines.append((image, (gt.read_text(encoding="utf-8").splitlines() or [""])[0]))
-        else:
-            missing.append(image)
+    for directory, subfolders, files in os.walk(folder):
+        subfolders.sort()
+        names = set(files)
+        for name in sorted(files):
+            stem, suffix = os.path.splitext(name)
+            if suffix.lower() not in LINE_IMAGE_SUFFIXES:
+                continue
+            image = Path(directory, name)
+            if stem + GT_SUFFIX in names:
+                lines.append((image, _first_line(Path(directory, stem + GT_SUFFIX))))
+            else:
+                missing.append(image)
     return lines, missing
+
+
+def _first_line(gt: Path) -> str:
+    return (gt.read_text(encoding="utf-8").splitlines() or [""])[0]
 
 
 def manifest_lines(manifest: Path) -> list[tuple[Path, str]]:
@@ -62,33 +85,114 @@ def manifest_lines(manifest: Path) -> list[tuple[Path, str]]:
     return lines
 
 
+def expand_source(source: str) -> tuple[Path, list[Path]]:
+    """The root that ``group_by`` counts folders from, and the folders, manifests or line images ``source`` names.
+
+    An existing path is itself (the root: a folder itself, else its folder); a glob (``**`` recursive) gives the
+    folders, manifests and line images it matches, and its root is the folder before its first wildcard
+    (``exports/*/lines`` -> ``exports``). What lies in a matched folder is read with it, not again on its own.
+
+    Raises:
+        FileNotFoundError: nothing usable at ``source``, naming it.
+    """
+    path = Path(source)
+    if path.exists():
+        return (path if path.is_dir() else path.parent), [path]
+    if not _WILDCARD.search(source):
+        raise FileNotFoundError(f"{source}: no such folder, manifest or glob")
+    fixed = []
+    for part in path.parts:
+        if _WILDCARD.search(part):
+            break
+        fixed.append(part)
+    matches = [
+        match
+        for match in sorted(map(Path, glob.glob(source, recursive=True)))
+        if match.is_dir() or match.suffix.lower() in MANIFEST_SUFFIXES | LINE_IMAGE_SUFFIXES
+    ]
+    if not matches:
+        raise FileNotFoundError(f"{source}: the glob matches no folder, .tsv/.csv manifest or line image")
+    folders = {match for match in matches if match.is_dir()}
+    # ``data/**`` matches a folder and everything in it: read each line once, from the outermost folder
+    return Path(*fixed), [match for match in matches if folders.isdisjoint(match.parents)]
+
+
+def path_lines(path: Path) -> tuple[list[tuple[Path, str]], list[Path]]:
+    """(image, text) pairs of a folder (``folder_lines``), a manifest or one line image, and the images without text.
+
+    Raises:
+        FileNotFoundError: ``path`` is another kind of file.
+    """
+    if path.is_dir():
+        return folder_lines(path)
+    suffix = path.suffix.lower()
+    if suffix in MANIFEST_SUFFIXES:
+        return manifest_lines(path), []
+    if suffix in LINE_IMAGE_SUFFIXES:
+        gt = path.with_name(path.name[: -len(path.suffix)] + GT_SUFFIX)
+        return ([(path, _first_line(gt))], []) if gt.is_file() else ([], [path])
+    raise FileNotFoundError(f"{path}: neither a folder of line images nor a .tsv/.csv manifest")
+
+
+def line_group(image: Path, root: Path, group_by: GroupBy, page_suffix: str) -> str:
+    """The document ``image`` belongs to: its file stem without ``page_suffix`` (``file``), its folder below
+    ``root`` (``page``: ``timeus/FRAN_0025_0073_L-0``) or that folder's first level (``source``: ``timeus``).
+
+    Lines directly in ``root`` belong to the root's own folder name (a flat export is one page, one source); a
+    manifest row outside its manifest's folder (``../x/a.png``, ``/data/x/a.png``) to its folder as written.
+    """
+    if group_by == "file":
+        return document_id(image.stem, page_suffix)
+    try:
+        folders = image.parent.relative_to(root).parts
+    except ValueError:
+        folders = ("..",)
+    if ".." in folders:
+        return image.parent.as_posix()
+    if not folders:
+        return root.resolve().name
+    return folders[0] if group_by == "source" else "/".join(folders)
+
+
 class LineFolderDataModule(DocumentDataModule):
     """Cut line images with their transcriptions, from folders (``.gt.txt`` beside each image) or manifests.
 
     Args:
-        lines: sources: folders of line images with ``<stem>.gt.txt``, or ``.tsv``/``.csv`` manifests.
-        page_suffix: regex removed from the end of an image's stem to give its document id; the default
-            removes a line number and a page number before it.
+        lines: sources: folders of line images with ``<stem>.gt.txt``, read with their subfolders (flat exports and
+            ``<source>/<page>/<line>`` trees alike), ``.tsv``/``.csv`` manifests, or globs of them
+            (``exports/*/lines``, ``data/**/*.tsv``).
+        group_by: what a document is, which the split keeps on one side: ``file``, the image's stem without
+            ``page_suffix`` (``will_0006_l03`` -> ``will_0006``); ``page``, its folder below the source's root
+            (``timeus/FRAN_0025_0073_L-0``); ``source``, the first folder level below the root (``timeus``). The
+            root is the folder given, a manifest's folder, or a glob's folder before its first wildcard.
+            ``val_documents``/``test_documents`` may name a folder for all the pages under it: with ``page``,
+            ``test_documents: [timeus]`` holds out a whole source and splits the others by page.
+        page_suffix: with ``group_by: file``, the regex removed from the end of a stem to give its document id;
+            the default removes a line number and a page number before it.
         **kwargs: see ``DocumentDataModule`` (split, normalization, ...) and ``TextImageDataModule``.
     """
 
-    def __init__(self, lines: list[str], page_suffix: str = LINE_SUFFIX, **kwargs) -> None:
+    def __init__(self, lines: list[str], group_by: GroupBy = "file", page_suffix: str = LINE_SUFFIX, **kwargs) -> None:
         super().__init__(page_suffix=page_suffix, **kwargs)
         self.lines = lines
+        self.group_by = group_by
 
     def document_samples(self) -> list[DocumentSample]:
-        pairs: list[tuple[Path, str]] = []
-        for source in map(Path, self.lines):
-            if source.is_dir():
-                found, missing = folder_lines(source)
-                if missing:
-                    self.counts["no_gt_txt"] += len(missing)
-                    log.warning("%d image(s) in %s without %s, e.g. %s", len(missing), source, GT_SUFFIX, missing[0])
-            elif source.suffix.lower() in MANIFEST_SUFFIXES and source.is_file():
-                found = manifest_lines(source)
-            else:
-                raise FileNotFoundError(f"{source}: neither a folder of line images nor a .tsv/.csv manifest")
+        samples = []
+        for source in self.lines:
+            root, paths = expand_source(source)
+            found, missing = [], []
+            for path in paths:
+                lines, lost = path_lines(path)
+                found += lines
+                missing += lost
+            if missing:
+                self.counts["no_gt_txt"] += len(missing)
+                log.warning("%d image(s) in %s without %s, e.g. %s", len(missing), source, GT_SUFFIX, missing[0])
             if not found:
                 raise FileNotFoundError(f"{source}: no transcribed line images")
-            pairs += found
-        return [DocumentSample(path, text, self.document_of(path.stem), str(path)) for path, text in pairs]
+            samples += [
+                DocumentSample(path, text, line_group(path, root, self.group_by, self.page_suffix), str(path))
+                for path, text in found
+            ]
+        return samples

@@ -87,11 +87,18 @@ class Page:
     lines: tuple[PageLine, ...]
 
 
-def parse_page(xml_path: Path | str) -> Page:
+def parse_page(xml_path: Path | str, image_dirs: Sequence[Path | str] = ()) -> Page:
     """Read an ALTO or PAGE file into a ``Page``.
 
+    Args:
+        xml_path: the XML file.
+        image_dirs: more folders to look for the page image in, by the name the XML gives (or the XML's stem),
+            when it is not beside the XML: pages published as ``alto/`` beside ``jpg/`` take ``["../jpg"]``. A
+            relative folder is looked for from the XML's folder, then from the working directory.
+
     Raises:
-        BadPageError: the file is missing, not well-formed XML, neither ALTO nor PAGE, or its image is missing.
+        BadPageError: the file is missing, not well-formed XML, neither ALTO nor PAGE, or its image is missing
+            (naming every place it looked).
     """
     xml_path = Path(xml_path)
     try:
@@ -102,9 +109,9 @@ def parse_page(xml_path: Path | str) -> Page:
         raise BadPageError(xml_path, f"malformed XML ({error})") from None
     kind = local_name(root.tag)
     if kind == "alto":
-        return _parse_alto(xml_path, root)
+        return _parse_alto(xml_path, root, image_dirs)
     if kind == "PcGts":
-        return _parse_page_xml(xml_path, root)
+        return _parse_page_xml(xml_path, root, image_dirs)
     raise BadPageError(xml_path, f"root element <{kind}> is neither ALTO <alto> nor PAGE <PcGts>")
 
 
@@ -166,29 +173,39 @@ def _size(width: str | None, height: str | None) -> tuple[int, int] | None:
     return size if min(size) > 0 else None
 
 
-def _find_image(xml_path: Path, named: str | None) -> Path:
-    """The image the XML names, relative to its folder, else a file with the XML's stem beside it."""
-    tried = []
-    if named:
-        # Windows paths from Transkribus and eScriptorium's bare names both end in the file's name.
-        tried += [xml_path.parent / named, xml_path.parent / Path(named.replace("\\", "/")).name]
-    tried += [xml_path.with_suffix(s) for s in IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES)]
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate
-    beside = f"{xml_path.stem}{{{','.join(IMAGE_SUFFIXES)}}} beside it"
+def _find_image(xml_path: Path, named: str | None, image_dirs: Sequence[Path | str] = ()) -> Path:
+    """The image the XML names, else a file with the XML's stem, beside the XML or else in one of ``image_dirs``.
+
+    Raises:
+        BadPageError: no such file anywhere, naming the XML, the image and each folder looked in.
+    """
+    folders = [xml_path.parent]
+    for folder in map(Path, image_dirs):
+        folders += [folder] if folder.is_absolute() else [xml_path.parent / folder, folder]
+    folders = list(dict.fromkeys(folders))
+    # Windows paths from Transkribus and eScriptorium's bare names both end in the file's name.
+    names = [Path(named.replace("\\", "/")).name] if named else []
+    names += [xml_path.stem + s for s in IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES)]
+    candidates = ([xml_path.parent / named] if named else []) + [folder / n for n in names for folder in folders]
+    found = next((candidate for candidate in candidates if candidate.is_file()), None)
+    if found is not None:
+        return found
+    wanted = f"{named!r} (named in the XML) nor " if named else ""
+    hint = "" if image_dirs else " (image_dirs, --image-dir: other folders to look in)"
     raise BadPageError(
-        xml_path, f"page image not found: {f'{named!r} (named in the XML) nor ' if named else ''}{beside}"
+        xml_path,
+        f"page image not found: {wanted}{xml_path.stem}{{{','.join(IMAGE_SUFFIXES)}}} in "
+        f"{', '.join(map(str, folders))}{hint}",
     )
 
 
-def _parse_alto(xml_path: Path, root: ET.Element) -> Page:
+def _parse_alto(xml_path: Path, root: ET.Element, image_dirs: Sequence[Path | str]) -> Page:
     labels = {tag.get("ID"): tag.get("LABEL") for tags in _descendants(root, "Tags") for tag in tags}
     file_name = next(_descendants(root, "fileName"), None)
     pages = list(_descendants(root, "Page"))
     if len(pages) != 1:
         raise BadPageError(xml_path, f"{len(pages)} <Page> elements; one page per ALTO file is supported")
-    image = _find_image(xml_path, (file_name.text or "").strip() if file_name is not None else None)
+    image = _find_image(xml_path, (file_name.text or "").strip() if file_name is not None else None, image_dirs)
 
     def label(element: ET.Element) -> str | None:
         refs = (element.get("TAGREFS") or "").split()
@@ -247,11 +264,11 @@ def _alto_text(line: ET.Element) -> str | None:
     return "".join(parts) if has_string else None
 
 
-def _parse_page_xml(xml_path: Path, root: ET.Element) -> Page:
+def _parse_page_xml(xml_path: Path, root: ET.Element, image_dirs: Sequence[Path | str]) -> Page:
     page = _child(root, "Page")
     if page is None:
         raise BadPageError(xml_path, "PAGE file without a <Page> element")
-    image = _find_image(xml_path, page.get("imageFilename"))
+    image = _find_image(xml_path, page.get("imageFilename"), image_dirs)
     lines = []
     # Regions nest (and sit in table cells); each line belongs to the region that holds it directly.
     for region in _descendants(page, "TextRegion"):

@@ -80,6 +80,9 @@ class PageDataModule(DocumentDataModule):
 
     Args:
         xml: XML sources: folders (their ``*.xml``), globs (``data/**/*.xml``) or list files (one path a line).
+        image_dirs: folders to look for a page's image in when it is not beside its XML (by the name the XML
+            gives, or the XML's stem); a relative one from the XML's folder first (``../jpg`` for ``alto/`` beside
+            ``jpg/``), then from the working directory.
         cache_dir: where cut lines are kept between runs; default ``~/.cache/htr/lines``.
         line_types: keep only these line types (``DefaultLine``; ``HeadingLine`` keeps ``HeadingLine:title``
             too); None keeps all, untyped ones included.
@@ -91,6 +94,7 @@ class PageDataModule(DocumentDataModule):
     def __init__(
         self,
         xml: list[str],
+        image_dirs: list[str] | None = None,
         cache_dir: str | None = None,
         line_types: list[str] | None = None,
         region_types: list[str] | None = None,
@@ -98,6 +102,7 @@ class PageDataModule(DocumentDataModule):
     ) -> None:
         super().__init__(**kwargs)
         self.xml = xml
+        self.image_dirs = image_dirs or []
         self.cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
         self.line_types = line_types
         self.region_types = region_types
@@ -107,7 +112,7 @@ class PageDataModule(DocumentDataModule):
         pages, problems = [], []
         for path in find_xml(self.xml):
             try:
-                pages.append(parse_page(path))
+                pages.append(parse_page(path, self.image_dirs))
             except BadPageError as problem:
                 problems.append(problem)
         return pages, problems

@@ -62,6 +62,40 @@ def test_page_image_falls_back_to_the_xml_stem(tmp_path: Path, pages_dir: Path):
     assert parse_page(tmp_path / "renamed.xml").image_path == tmp_path / "renamed.png"
 
 
+@pytest.fixture
+def alto_beside_jpg(pages_dir: Path, tmp_path: Path) -> Path:
+    """Pages published as ``alto/`` beside ``jpg/``: the XML names its image, which is not in the XML's folder."""
+    for folder in ("alto", "jpg"):
+        (tmp_path / folder).mkdir()
+    for stem in ("doc1_p001", "doc2_p001"):  # ALTO fileName, PAGE imageFilename
+        shutil.copy(pages_dir / f"{stem}.xml", tmp_path / "alto")
+        shutil.copy(pages_dir / f"{stem}.png", tmp_path / "jpg")
+    return tmp_path
+
+
+def test_page_image_in_another_folder_is_found_via_image_dirs(
+    alto_beside_jpg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    xml, image = alto_beside_jpg / "alto" / "doc1_p001.xml", alto_beside_jpg / "jpg" / "doc1_p001.png"
+    assert parse_page(xml, ["../jpg"]).image_path.resolve() == image  # from the XML's folder
+    assert parse_page(xml, [alto_beside_jpg / "jpg"]).image_path == image
+    monkeypatch.chdir(alto_beside_jpg)
+    assert parse_page(Path("alto/doc2_p001.xml"), ["jpg"]).image_path == Path("jpg/doc2_p001.png")  # from here
+    module = _module([str(alto_beside_jpg / "alto")], tmp_path / "cache", image_dirs=["../jpg"])
+    assert sum(map(len, module.split_samples().values())) == 6
+
+
+def test_page_image_found_nowhere_gives_one_message_naming_page_and_folders(alto_beside_jpg: Path):
+    xml = alto_beside_jpg / "alto" / "doc1_p001.xml"
+    with pytest.raises(BadPageError) as caught:
+        parse_page(xml, ["../scans", "/nowhere"])
+    message = str(caught.value)
+    assert message.startswith(f"{xml}: page image not found: 'doc1_p001.png' (named in the XML)")
+    assert message.endswith(f"in {xml.parent}, {xml.parent / '../scans'}, ../scans, /nowhere")
+    with pytest.raises(BadPageError, match=r"in .*alto \(image_dirs, --image-dir: other folders to look in\)$"):
+        parse_page(xml)
+
+
 @pytest.mark.parametrize(("stem", "reason"), [("doc4_p001", "page image not found"), ("broken_p001", "malformed XML")])
 def test_bad_pages_name_the_file_and_reason(pages_dir: Path, stem: str, reason: str):
     with pytest.raises(BadPageError, match=reason) as caught:
