@@ -9,6 +9,7 @@ default store is embedded: ``sqlite:///<store>/mlflow.db`` with artifacts in ``<
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,14 @@ from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from mlflow import MlflowClient
-from mlflow.entities import LifecycleStage, Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, LifecycleStage, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from htr.checkpoint import checked_checkpoint, read_checkpoint
 from htr.data.datamodule import TextImageDataModule
+from htr.data.dataset import Sample
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # What an experiment holds, for MLflow's UI (3.17 reads it only when its GenAI/model-training switch is off; see
@@ -259,6 +262,16 @@ def experiment_id_for(client: MlflowClient, name: str, artifact_location: str | 
     return experiment.experiment_id
 
 
+def experiment_url(ui: str, experiment_id: str) -> str:
+    """The page of an experiment's training runs in the MLflow UI at ``ui`` (e.g. ``http://127.0.0.1:5000``).
+
+    MLflow 3.17's UI opens every experiment on its GenAI overview unless the URL asks for the model-training view:
+    it reads ``workflowType`` from the URL, then from the browser's storage, and ignores the experiment's
+    ``mlflow.experimentKind`` tag while its GenAI/model-training switch is shown.
+    """
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
 def mlflow_logger(trainer: Trainer) -> MLFlowLogger | None:
     """The trainer's htr ``MLFlowLogger``, if it has one."""
     return next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
@@ -356,13 +369,35 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     return {prefix: str(tree)}
 
 
+def _fingerprint(samples: Sequence[Sample]) -> str:
+    """Short hash of samples' file names and texts: CERs compare only on the same set."""
+    items = sorted(f"{s.path.name}\t{s.text}" for s in samples)
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+
+
 def val_fingerprint(trainer: Trainer) -> str | None:
     """Short hash of the validation samples (file names and texts): CERs compare only on the same set."""
     datamodule = trainer.datamodule
     if not isinstance(datamodule, TextImageDataModule) or "val" not in datamodule.datasets:
         return None
-    items = sorted(f"{s.path.name}\t{s.text}" for s in datamodule.datasets["val"].samples)
-    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+    return _fingerprint(datamodule.datasets["val"].samples)
+
+
+def dataset_inputs(datamodule: TextImageDataModule) -> list[DatasetInput]:
+    """One MLflow dataset input per split (name, source folder, digest, line count and characters), so that the
+    run page's "Datasets" says what trained and validated the model."""
+    name = type(datamodule).__name__.removesuffix("DataModule").lower() or "data"
+    inputs = []
+    for stage, dataset in datamodule.datasets.items():
+        samples = dataset.samples
+        if not samples:
+            continue
+        source = os.path.commonpath([str(s.path.resolve().parent) for s in samples])
+        profile = {"samples": len(samples), "characters": sum(len(s.text) for s in samples)}
+        entity = Dataset(f"{name}-{stage}", _fingerprint(samples), "local", json.dumps({"uri": source}),
+                         profile=json.dumps(profile))  # fmt: skip
+        inputs.append(DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT, stage)]))
+    return inputs
 
 
 def _git_commit() -> str | None:
@@ -421,6 +456,8 @@ class MLflowRunCallback(SaveConfigCallback):
             params = [Param(key, value[:6000]) for key, value in values.items()]
         for start in range(0, max(len(params), 1), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(run_id, params=params[start : start + 100], tags=tags if start == 0 else [])
+        if params and isinstance(trainer.datamodule, TextImageDataModule):  # a new run: say what it reads
+            client.log_inputs(run_id, dataset_inputs(trainer.datamodule))
 
     @staticmethod
     def _data_params(trainer: Trainer, pl_module: LightningModule) -> dict[str, str]:

@@ -162,6 +162,13 @@ def test_fit_logs_config_metrics_data_and_environment(trained: dict):
     assert len(tags["htr.git_commit"].split("-")[0]) == 40
     config = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
     assert "experiment_name: tiny" in config and "max_epochs: 1" in config
+    inputs = {tag.value: i.dataset for i in run.inputs.dataset_inputs for tag in i.tags}  # the run page's Datasets
+    assert {stage: json.loads(d.profile)["samples"] for stage, d in inputs.items()} == {
+        "train": 747,
+        "val": 93,
+        "test": 94,
+    }
+    assert inputs["val"].name == "captcha-val" and inputs["val"].digest == params["dataset.val_fingerprint"]
     experiment = client.get_experiment(run.info.experiment_id)  # the UI opens it on its training runs
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     # artifacts sit beside the sqlite file, not in the directory the test ran from
