@@ -59,6 +59,7 @@ TINY_RUN = [
     "--trainer.enable_progress_bar", "false",
     *TINY_NET,
 ]  # fmt: skip
+CONCURRENT_FITS = 4  # trainings started together on one new experiment (tracking tests, both stores)
 # `python -m htr.cli fit` args for a tiny net on the captcha config; the caller sets epochs and batches.
 TINY_FIT = [
     "--config", str(REPO_ROOT / "configs/captcha.yaml"),
@@ -303,3 +304,43 @@ def server_env() -> dict[str, str]:
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}  # serve runs uvicorn from PATH
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     return env
+
+
+def fit_together(count: int, data_dir: Path, root: Path, env: dict[str, str]) -> None:
+    """``count`` tiny ``htr fit`` processes started at once on the new experiment ``shared``, each registering its
+    best checkpoint as ``htr-shared``; fails with the end of the stderr of any that did not finish."""
+    command = [sys.executable, "-m", "htr.cli", "fit", *TINY_FIT, "--data.init_args.data_dir", str(data_dir),
+               "--trainer.accelerator", "cpu", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3",
+               "--trainer.logger.init_args.experiment_name", "shared", "--registry.model_name", "htr-shared"]  # fmt: skip
+    runs = [
+        subprocess.Popen(
+            [*command, "--trainer.default_root_dir", str(root / f"run{i}"), "--seed_everything", str(i)],
+            cwd=REPO_ROOT,
+            env={**env, "OMP_NUM_THREADS": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(count)
+    ]
+    errors = [process.communicate(timeout=600)[1] for process in runs]
+    failed = [error[-3000:] for process, error in zip(runs, errors) if process.returncode != 0]
+    assert not failed, f"{len(failed)} of {count} fits failed:\n" + "\n---\n".join(failed)
+
+
+def assert_fits_landed(uri: str, count: int) -> list:
+    """Each of ``fit_together``'s runs finished in ``shared`` with its metrics, params and config, and registered
+    one version of ``htr-shared``; returns the runs."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri, registry_uri=uri)
+    found = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
+    assert len(found) == count and {run.info.status for run in found} == {"FINISHED"}
+    for run in found:
+        assert len(client.get_metric_history(run.info.run_id, "val/cer")) == 2
+        assert len(client.get_metric_history(run.info.run_id, "train/loss_epoch")) == 2
+        assert run.data.params["charset"] and "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    versions = client.search_model_versions("name='htr-shared'")
+    assert sorted(int(v.version) for v in versions) == list(range(1, count + 1))
+    assert {v.run_id for v in versions} == {run.info.run_id for run in found}
+    return found

@@ -31,7 +31,18 @@ from htr.tracking import (
     resolve_tracking_uri,
     store_dir,
 )
-from tests.helpers import REPO_ROOT, VENV_BIN, free_port, serve_model, server_env, start_server, stop_server
+from tests.helpers import (
+    CONCURRENT_FITS,
+    REPO_ROOT,
+    VENV_BIN,
+    assert_fits_landed,
+    fit_together,
+    free_port,
+    serve_model,
+    server_env,
+    start_server,
+    stop_server,
+)
 
 CAPTCHA_CONFIG = REPO_ROOT / "configs" / "captcha.yaml"
 
@@ -135,6 +146,13 @@ def test_trainings_started_together_on_a_fresh_store_all_log_into_one_experiment
     assert [process.returncode for process in starts] == [0, 0, 0], [err[-500:] for _, err in finished]
     (experiment,) = {out.split()[-1].decode() for out, _ in finished}
     assert len(MlflowClient(uri).search_runs([experiment])) == 3
+
+
+@pytest.mark.slow
+def test_concurrent_fits_on_a_fresh_store_all_finish_and_register(captcha_files: Path, tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    fit_together(CONCURRENT_FITS, captcha_files, tmp_path, {**os.environ, "MLFLOW_TRACKING_URI": uri})
+    assert_fits_landed(uri, CONCURRENT_FITS)
 
 
 def test_unreachable_server_fails_before_training(captcha_files: Path, tmp_path: Path):

@@ -1,4 +1,4 @@
-"""An MLflow tracking server backed by PostgreSQL (Debian's package), with two trainings logging to it at once.
+"""An MLflow tracking server backed by PostgreSQL (Debian's package), with four trainings logging to it at once.
 
 The database cluster lives in a temporary folder on a free loopback port and is removed afterwards.
 """
@@ -8,15 +8,22 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
-from tests.helpers import REPO_ROOT, TINY_FIT, VENV_BIN, free_port, server_env, start_server, stop_server
+from tests.helpers import (
+    CONCURRENT_FITS,
+    VENV_BIN,
+    assert_fits_landed,
+    fit_together,
+    free_port,
+    server_env,
+    start_server,
+    stop_server,
+)
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 INITDB = shutil.which("initdb") or (str(PG_BIN / "initdb") if PG_BIN else None)
@@ -56,9 +63,7 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(folder)
 
 
-def test_two_concurrent_runs_land_complete_on_a_postgres_backed_server(
-    postgres: str, captcha_dir: Path, tmp_path: Path
-):
+def test_concurrent_runs_land_complete_on_a_postgres_backed_server(postgres: str, captcha_dir: Path, tmp_path: Path):
     port = free_port()
     server = start_server(
         [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "-w", "2",
@@ -68,56 +73,8 @@ def test_two_concurrent_runs_land_complete_on_a_postgres_backed_server(
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
-        runs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "htr.cli",
-                    "fit",
-                    *TINY_FIT,
-                    "--data.init_args.data_dir",
-                    str(captcha_dir),
-                    "--trainer.default_root_dir",
-                    str(tmp_path / f"run{i}"),
-                    "--trainer.accelerator",
-                    "cpu",
-                    "--trainer.max_epochs",
-                    "2",
-                    "--trainer.limit_train_batches",
-                    "3",
-                    "--seed_everything",
-                    str(i),
-                    "--trainer.logger.init_args.experiment_name",
-                    "shared",
-                    "--registry.model_name",
-                    "htr-shared",
-                ],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-            for i in range(2)
-        ]
-        for process in runs:
-            _, stderr = process.communicate(timeout=300)
-            assert process.returncode == 0, stderr[-3000:]
-
-        client = MlflowClient(uri)
-        found = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
-        assert len(found) == 2 and {run.info.status for run in found} == {"FINISHED"}
-        for run in found:
-            assert len(client.get_metric_history(run.info.run_id, "val/cer")) == 2
-            assert len(client.get_metric_history(run.info.run_id, "train/loss_epoch")) == 2
-            assert run.data.params["charset"] and "config.yaml" in {
-                a.path for a in client.list_artifacts(run.info.run_id)
-            }
-        versions = client.search_model_versions("name='htr-shared'")
-        assert sorted(int(v.version) for v in versions) == [1, 2]
-        assert {v.run_id for v in versions} == {run.info.run_id for run in found}
-        assert len(list((tmp_path / "artifacts").rglob("model.ckpt"))) == 2  # uploaded through the server
+        fit_together(CONCURRENT_FITS, captcha_dir, tmp_path, {**os.environ, "MLFLOW_TRACKING_URI": uri})
+        assert_fits_landed(uri, CONCURRENT_FITS)
+        assert len(list((tmp_path / "artifacts").rglob("model.ckpt"))) == CONCURRENT_FITS  # uploaded via the server
     finally:
         stop_server(server)
