@@ -281,3 +281,22 @@ def server_env() -> dict[str, str]:
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}  # serve runs uvicorn from PATH
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     return env
+
+
+def tiny_checkpoint(path: Path, charset: str = CAPTCHA_SYMBOLS, seed: int = 0, **net_args) -> Path:
+    """A checkpoint laid out as `htr fit` writes it (the net as class_path/init_args, charset, preprocessing,
+    decoder, the net's weights and a temperature) of an untrained tiny CRNN: reading needs a model, not a good one."""
+    import torch
+
+    from htr.models.crnn import CRNN
+    from htr.preprocessing import Preprocessing
+
+    init_args = {"num_classes": len(charset) + 1, "height": 32, "channels": [8, 16, 16, 16], "rnn_hidden": 16,
+                 "rnn_layers": 1, **net_args}  # fmt: skip
+    torch.manual_seed(seed)
+    state = {f"net.{name}": tensor for name, tensor in CRNN(**init_args).state_dict().items()}
+    hparams = {"net": {"class_path": "htr.models.CRNN", "init_args": init_args}, "charset": charset,
+               "preprocessing": Preprocessing(height=32, trim_margins=True).to_dict(), "decoder": None}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state | {"temperature": torch.tensor(1.5)}, "hyper_parameters": hparams}, path)
+    return path
