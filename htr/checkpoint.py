@@ -1,13 +1,12 @@
-"""Checkpoints that are safe to write, read and resume: atomic saves, weights-only loads, schedules that fit.
+"""Checkpoints that are safe to write and resume: atomic saves, fallbacks to an intact one, schedules that fit.
 
-Also the checkpoint selection that prefers the newer of two equally good checkpoints.
+Also the checkpoint selection that prefers the newer of two equally good checkpoints. Reading a checkpoint
+(weights only, never code) is ``htr.reader``'s, which inference uses without Lightning.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
-MLFLOW_URI_SCHEMES = ("models:/", "runs:/")  # a model logged to MLflow, as opposed to a checkpoint file
-
-
-def is_model_uri(source: str | Path) -> bool:
-    """Whether ``source`` names a model logged to MLflow (``models:/``, ``runs:/``) rather than a checkpoint file."""
-    return str(source).startswith(MLFLOW_URI_SCHEMES)
+from htr.reader import CheckpointError, read_checkpoint
 
 
 class NewestBestCheckpoint(ModelCheckpoint):
@@ -44,48 +38,8 @@ class NewestBestCheckpoint(ModelCheckpoint):
         return trainer.strategy.reduce_boolean_decision(tie)  # every rank must agree, as in the parent
 
 
-class CheckpointError(ValueError):
-    """A file that is not a usable htr checkpoint (truncated, not a checkpoint, or holding code), with the reason."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
-        self.reason = reason
-
-
 class ResumeError(ValueError):
     """A checkpoint that cannot be resumed with the current configuration, and what to change."""
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint loaded with ``weights_only=True``: tensors and plain values, never code.
-
-    ``htr fit`` writes only such values (the net is saved as its class_path config), so any checkpoint that
-    needs more is not ours, and unpickling it could run whatever it holds.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        CheckpointError: truncated, empty, not a PyTorch file, holding Python objects, or not from Lightning.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"GLOBAL (\S+)", str(error))
-        if found is None:
-            raise CheckpointError(path, "truncated or not a checkpoint (it does not unpickle)") from None
-        raise CheckpointError(
-            path, f"refused: it holds Python objects ({found[1]}), not only weights; load checkpoints of `htr fit`"
-        ) from None
-    except Exception as error:  # noqa: BLE001 - torch.load fails with OSError, KeyError, EOFError, RuntimeError...
-        raise CheckpointError(
-            path, f"truncated or not a checkpoint ({type(error).__name__}: {str(error).split('. ')[0]})"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(path, "a PyTorch file but not a Lightning checkpoint (no state_dict)")
-    return checkpoint
 
 
 def intact_checkpoints(folder: Path, exclude: Path | None = None) -> list[Path]:

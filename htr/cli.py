@@ -1,134 +1,103 @@
-"""The ``htr`` command: Lightning CLI subcommands for training, plus ``htr transcribe``."""
+"""The ``htr`` command: each subcommand imports only what it needs.
+
+``htr --help``, ``htr transcribe`` and ``htr models`` load neither Lightning nor MLflow (MLflow only for a
+``models:/`` source or the registered models); ``fit``, ``validate``, ``test`` and ``predict`` go to
+``htr.training_cli`` (LightningCLI).
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
-
-from jsonargparse import DefaultHelpFormatter
-from lightning.pytorch.cli import ArgsType, LightningCLI
-
-from htr import tracking
-from htr.checkpoint import CheckpointError, ResumeError
-from htr.console import EpochLines, quiet_third_party
-from htr.data.datamodule import TextImageDataModule
-from htr.data.download import DatasetUnavailableError
-from htr.data.images import BadImageError, UnusableDataError
-from htr.lit_module import HTRLitModule, init_charset
-from htr.model_store import ModelNotFoundError
-from htr.models.crnn import time_stride
-from htr.registry import register_best
-from htr.transcribe import ModelLoadError
+from typing import Any
 
 DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
 
+  htr transcribe --model handwriting-fr IMAGES_OR_PAGES...
+                                                 print path<TAB>text<TAB>confidence (--format jsonl|csv,
+                                                 --backend onnx); ALTO/PAGE XML pages too (--output DIR)
+  htr models                                     the shipped models with their figures, and the registered ones
   htr fit --config configs/captcha.yaml          train (validate/test/predict work the same way)
                                                  runs are tracked in MLflow; the best model is registered
-  htr transcribe --model CKPT_OR_URI IMAGES...   print path<TAB>text<TAB>confidence (--format jsonl|csv,
-                                                 --backend onnx)
-  htr export --model CKPT_OR_URI --format onnx --output model.onnx
+  htr export --model MODEL --format onnx --output model.onnx
                                                  the network with preprocessing and charset (or torchscript)
   htr data stats --config configs/iam_lines.yaml counts, charset and histograms of a config's data
   htr synth --config configs/iam_lines_cpu.yaml --out DIR
                                                  handwriting-font lines (PNG + .gt.txt) for pretraining
   htr lm build --config configs/iam_lines.yaml --output lm.arpa
                                                  character n-gram LM of the training texts, for beam search
+
+MODEL is a shipped model's name (`htr models`), a checkpoint (.ckpt), or models:/NAME@ALIAS, runs:/RUN_ID/model.
+`htr SUBCOMMAND --help` describes each; `htr --verbose ...` shows the traceback of an error.
 """
+TRAINING = ("fit", "validate", "test", "predict")  # LightningCLI's subcommands
+
+# Failures a user causes and can fix, by module; each message names the file, folder or server and what to do.
+# By name, so that checking an error imports nothing: a module that was never imported raised none of its errors.
+EXPECTED_ERRORS = {
+    "htr.data.images": ("BadImageError", "UnusableDataError"),
+    "htr.data.download": ("DatasetUnavailableError",),
+    "htr.reader": ("CheckpointError",),
+    "htr.checkpoint": ("ResumeError",),
+    "htr.tracking": ("TrackingServerUnreachableError",),
+    "htr.model_store": ("ModelNotFoundError",),
+    "htr.transcribe": ("ModelLoadError",),
+}
 
 
-# Failures a user causes and can fix; each message names the file, folder or server and what to do.
-EXPECTED_ERRORS = (BadImageError, UnusableDataError, DatasetUnavailableError, CheckpointError, ResumeError,
-                   tracking.TrackingServerUnreachableError, ModelNotFoundError, ModelLoadError)  # fmt: skip
+def __getattr__(name: str) -> Any:  # PEP 562: htr.cli.build_cli and HTRCLI, without Lightning at import
+    if name in ("build_cli", "HTRCLI"):
+        import htr.training_cli
+
+        return getattr(htr.training_cli, name)
+    raise AttributeError(f"module 'htr.cli' has no attribute {name!r}")
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
-    """jsonargparse's help, with the description's command examples kept on their own lines."""
-
-
-class HTRCLI(LightningCLI):
-    """LightningCLI whose data and model agree on charset, preprocessing and time stride by construction.
-
-    Every run is tracked in MLflow unless ``--trainer.logger`` says otherwise (see ``htr.tracking``), and
-    ``fit`` ends by registering its best checkpoint (``registry.*`` arguments).
-    """
-
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - LightningArgumentParser
-        parser.add_argument("--registry.enabled", type=bool, default=True, help="register the best model of fit")
-        parser.add_argument(
-            "--registry.model_name", type=str | None, default=None, help="default: htr-<MLflow experiment name>"
-        )
-        parser.add_argument(
-            "--registry.alias", type=str, default="champion", help="given to a version that beats the holder's val/cer"
-        )
-        parser.link_arguments("data.charset", "model.charset", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.preprocessing", "model.preprocessing", apply_on="instantiate")
-        parser.link_arguments("data.init_args.height", "model.net.init_args.height")
-        parser.link_arguments("model.net.init_args.pools", "data.init_args.time_stride", compute_fn=time_stride)
-        parser.link_arguments("model.init_from", "data.init_args.base_charset", compute_fn=init_charset)
-
-    def parse_arguments(self, parser, args: ArgsType) -> None:  # noqa: ANN001 - LightningArgumentParser
-        super().parse_arguments(parser, args)
-        if self.config.get("subcommand"):  # before Lightning reads the checkpoint's hyperparameters
-            tracking.prepare_ckpt_path(self.config[self.config.subcommand])
-
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False has no subcommand
-        tracking.prepare_logger_config(config, self.subcommand or "fit")
-
-    def after_fit(self) -> None:
-        registry = self.config.fit.registry
-        logger = tracking.mlflow_logger(self.trainer)
-        if registry.enabled and logger is not None:
-            name = registry.model_name or f"htr-{logger.experiment_name}"
-            register_best(self.trainer, name, registry.alias)
-
-
-def build_cli(args: ArgsType = None, run: bool = True) -> HTRCLI:
-    """The training CLI with htr's defaults; ``run=False`` only builds the config, data, model and trainer
-    (``htr data stats``, the benchmarks)."""
-    quiet_third_party()  # also for callers that skip main(): scripts, tests
-    return HTRCLI(
-        HTRLitModule,
-        TextImageDataModule,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        save_config_callback=tracking.MLflowRunCallback,
-        trainer_defaults={
-            "logger": {"class_path": "htr.tracking.MLFlowLogger"},
-            "plugins": {"class_path": "htr.checkpoint.AtomicCheckpointIO"},  # a kill never truncates last.ckpt
-            "enable_progress_bar": sys.stdout.isatty(),  # Lightning's tqdm draws on stdout; a file gets EpochLines
-            "callbacks": [EpochLines()],  # silent while a progress bar shows
-        },
-        parser_kwargs={"description": DESCRIPTION, "formatter_class": _HelpFormatter},
-        args=args,
-        run=run,
+def _expected(error: BaseException) -> bool:
+    """Whether ``error`` is one of ``EXPECTED_ERRORS``."""
+    classes = tuple(
+        getattr(sys.modules[module], name)
+        for module, names in EXPECTED_ERRORS.items()
+        if module in sys.modules
+        for name in names
     )
+    return isinstance(error, classes)
 
 
-def main(args: ArgsType = None) -> HTRCLI | None:
-    """Entry point of the ``htr`` console script; ``args`` replaces ``sys.argv[1:]`` (for tests)."""
-    quiet_third_party()
+def main(args: Sequence[str] | None = None) -> Any:
+    """Entry point of the ``htr`` console script; ``args`` replaces ``sys.argv[1:]`` (for tests).
+
+    Returns:
+        The ``LightningCLI`` of a training subcommand, else None.
+    """
     argv = list(sys.argv[1:] if args is None else args)
-    if argv[:1] == ["transcribe"]:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: htr {{{','.join(TRAINING)},transcribe,models,export,data stats,synth,lm build}} ...\n")
+        print(DESCRIPTION)
+        raise SystemExit(0)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # as htr.console.quiet_third_party
+    if argv[0] == "transcribe":
         from htr.transcribe import main as transcribe
 
-        transcribe(argv[1:])
-        return None
-    if argv[:1] == ["export"]:
+        return transcribe(argv[1:])
+    if argv[0] == "models":
+        from htr.catalog import main as models
+
+        return models(argv[1:])
+    if argv[0] == "export":
         from htr.export import main as export
         from htr.loading import load_model
 
-        export(argv[1:], load_model)
-        return None
+        return export(argv[1:], load_model)
+    from htr.training_cli import build_cli
+
     if argv[:2] == ["lm", "build"]:
         from htr.lm import main as lm_build
 
         lm_build(argv[2:], build_cli)
         return None
-    if argv[:1] == ["synth"]:
+    if argv[0] == "synth":
         from htr.synth import main as synth
 
         synth(argv[1:], build_cli)
@@ -138,7 +107,7 @@ def main(args: ArgsType = None) -> HTRCLI | None:
 
         data_stats(argv[2:], build_cli)
         return None
-    return build_cli(args)
+    return build_cli(None if args is None else argv)
 
 
 def run(args: Sequence[str] | None = None) -> None:
@@ -154,8 +123,8 @@ def run(args: Sequence[str] | None = None) -> None:
         sys.argv[1:] = argv  # LightningCLI warns when given args while sys.argv holds some
     try:
         main(None if args is None else argv)
-    except EXPECTED_ERRORS as error:
-        if verbose:
+    except Exception as error:
+        if verbose or not _expected(error):
             raise
         sys.exit(f"htr: error: {error}")
 

@@ -12,13 +12,12 @@ import torch
 from PIL import Image
 
 from htr.alphabet import Alphabet
-from htr.checkpoint import read_checkpoint
 from htr.data.collate import pad_images
 from htr.data.images import load_gray
 from htr.decoding import GREEDY, Decoder, Transcription, decode
-from htr.lit_module import HTRLitModule
 from htr.models.crnn import CRNN
 from htr.preprocessing import Preprocessing
+from htr.reader import ModelSpec, read_model
 
 ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -71,8 +70,10 @@ class Recognizer:
         self.temperature = temperature
 
     @classmethod
-    def from_lit_module(cls, module: HTRLitModule) -> Recognizer:
-        return cls(module.net, module.alphabet.chars, module.preprocessing, module.decoder, float(module.temperature))
+    def from_spec(cls, spec: ModelSpec, device: str | torch.device = "cpu") -> Recognizer:
+        """The model that ``spec`` describes (``htr.reader``), its weights on ``device``."""
+        net = spec.build_net().to(device)
+        return cls(net, spec.charset, spec.build_preprocessing(), spec.build_decoder(), spec.temperature)
 
     @property
     def height(self) -> int:
@@ -124,13 +125,13 @@ def traced(net: CRNN) -> torch.jit.ScriptModule:
         return torch.jit.freeze(torch.jit.trace(net.eval(), example))
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Recognizer:
-    """A ``Recognizer`` from a Lightning checkpoint written by ``htr fit``.
+def load_checkpoint(source: str | Path, device: str | torch.device = "cpu") -> Recognizer:
+    """A ``Recognizer`` from a checkpoint written by ``htr fit``, a shipped model's card (``.json``) or its name.
+
+    Read by ``htr.reader`` (weights only, no Lightning).
 
     Raises:
-        FileNotFoundError: no checkpoint at the path.
-        htr.checkpoint.CheckpointError: truncated, not a checkpoint, or holding Python objects (never unpickled).
+        FileNotFoundError: no such file or shipped model (the message lists the shipped ones).
+        htr.reader.CheckpointError: truncated, not a model, or holding Python objects (never unpickled).
     """
-    read_checkpoint(path)  # names the file if it is bad, before Lightning reads it
-    module = HTRLitModule.load_from_checkpoint(path, map_location=device, weights_only=True)
-    return Recognizer.from_lit_module(module)
+    return Recognizer.from_spec(read_model(source), device)

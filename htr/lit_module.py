@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
 import warnings
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -15,9 +13,10 @@ from torchmetrics import MetricCollection
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from htr.alphabet import Alphabet
-from htr.checkpoint import is_model_uri, rebuild_schedules
+from htr.checkpoint import rebuild_schedules
 from htr.data.collate import Batch
 from htr.decoding import GREEDY, Decoder, Transcription, decode
+from htr.loading import read_source
 from htr.metrics import SequenceAccuracy
 from htr.models.crnn import CRNN
 from htr.models.transfer import load_transferred
@@ -49,9 +48,10 @@ class HTRLitModule(LightningModule):
             naming the step and the batch's texts. Under DDP the ranks agree, so all skip the same step.
         shortcut_weight: weight of the CTC loss of the net's shortcut head in training (``CRNN(shortcut_head=True)``;
             0.1 in Retsinas et al. 2022); nets without one ignore it.
-        init_from: start from the weights of a checkpoint path or an MLflow model URI (``models:/NAME@ALIAS``,
-            ``runs:/...``) for fine-tuning: the CLI extends the data's charset by the source's (its characters
-            first), characters new to the source get new output rows, the rest keep theirs (``load_transferred``).
+        init_from: start from the weights of a shipped model (``handwriting-fr``; ``htr models`` lists them), a
+            checkpoint path or an MLflow model URI (``models:/NAME@ALIAS``, ``runs:/...``) for fine-tuning: the CLI
+            extends the data's charset by the source's (its characters first), characters new to the source get new
+            output rows, the rest keep theirs (``load_transferred``).
     """
 
     def __init__(
@@ -192,16 +192,10 @@ class HTRLitModule(LightningModule):
 
 
 def read_init_source(source: str) -> tuple[str, dict[str, torch.Tensor]]:
-    """The charset and the network weights of a checkpoint path or an MLflow model URI (``init_from``)."""
-    if is_model_uri(source):
-        from htr.model_store import download_checkpoint  # imports mlflow: only for URIs
-
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = torch.load(download_checkpoint(source, Path(tmp)), map_location="cpu", weights_only=True)
-    else:
-        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-    state = {name[4:]: tensor for name, tensor in checkpoint["state_dict"].items() if name.startswith("net.")}
-    return checkpoint["hyper_parameters"]["charset"], state
+    """The charset and the network weights of ``init_from``: a shipped model's name, a checkpoint path or an
+    MLflow model URI (read as ``htr.load_model`` reads them)."""
+    spec = read_source(source)
+    return spec.charset, spec.weights
 
 
 def init_charset(source: str | None) -> str | None:

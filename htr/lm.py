@@ -146,6 +146,38 @@ def write_arpa(model: list[dict[Gram, tuple[float, float | None]]], path: str | 
     return path
 
 
+def read_arpa(path: str | Path) -> list[dict[Gram, tuple[float, float | None]]]:
+    """An ARPA file as ``kneser_ney`` returns a model: per order, n-gram -> (log10 prob, log10 backoff or None).
+
+    Raises:
+        ValueError: the file is not ARPA (an n-gram line outside a section, or a section it does not announce).
+    """
+    model: list[dict[Gram, tuple[float, float | None]]] = []
+    with Path(path).open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            fields = line.split()
+            if not fields or line.startswith(("\\data\\", "ngram ", "\\end\\")):
+                continue
+            if line.startswith("\\") and line.rstrip().endswith("-grams:"):
+                model.append({})
+                continue
+            k = len(model)
+            if k == 0 or len(fields) not in (k + 1, k + 2):
+                raise ValueError(f"{path}:{number}: not an ARPA n-gram line of order {k}: {line.strip()[:80]!r}")
+            backoff = float(fields[k + 1]) if len(fields) == k + 2 else None
+            model[-1][tuple(fields[1 : k + 1])] = (float(fields[0]), backoff)
+    return model
+
+
+def truncate_arpa(source: str | Path, target: str | Path, order: int) -> Path:
+    """Write ``source``'s model without its n-grams longer than ``order``: a smaller LM (to ship one within a size
+    budget) that backs off sooner. The kept orders stay as they are (in Kneser-Ney, estimates from continuation
+    counts: close to, not equal to, a model built at that order); only the new top order loses its backoffs."""
+    model = read_arpa(source)[:order]
+    model[-1] = {gram: (prob, None) for gram, (prob, _) in model[-1].items()}
+    return write_arpa(model, target)
+
+
 def build_arpa(texts: Iterable[str], path: str | Path, order: int = 6, vocabulary: str = "") -> Path:
     """Estimate a character ``order``-gram Kneser-Ney model of ``texts`` and write it to ``path`` (ARPA)."""
     return write_arpa(kneser_ney(texts, order, vocabulary, progress=True), path)

@@ -1,4 +1,7 @@
-"""``htr.load_model``: one call for a checkpoint file, an ONNX export or a model logged to MLflow."""
+"""``htr.load_model``: one call for a shipped model, a checkpoint file, an ONNX export or a model logged to MLflow.
+
+Only ``models:/`` and ``runs:/`` sources import MLflow; everything else is read by ``htr.reader``.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +13,18 @@ from typing import Literal
 
 import torch
 
-from htr.checkpoint import is_model_uri
-from htr.inference import Recognizer, load_checkpoint
+from htr.inference import Recognizer
+from htr.reader import ModelSpec, is_model_uri, read_model
 
 Backend = Literal["torch", "onnx"]
 
 
 def load_model(source: str | Path, device: str | torch.device = "cpu", backend: Backend | None = None) -> Recognizer:
-    """A ``Recognizer`` from a Lightning checkpoint, an ONNX export or a model logged to MLflow by ``htr fit``.
+    """A ``Recognizer`` from a shipped model, a checkpoint, an ONNX export or a model logged to MLflow by ``htr fit``.
 
     Args:
-        source: a ``.ckpt`` path, an ``.onnx`` file written by ``htr export``, ``models:/NAME@ALIAS``,
+        source: a shipped model's name (``htr models`` lists them; ``htr.shipped``) or card (``.json``), a
+            ``.ckpt`` path, an ``.onnx`` file written by ``htr export``, ``models:/NAME@ALIAS``,
             ``models:/NAME/VERSION`` or ``runs:/RUN_ID/model`` (looked up in ``$MLFLOW_TRACKING_URI``, else the
             default store; see ``htr.tracking``).
         device: where the weights go (the onnx backend runs on the CPU).
@@ -28,7 +32,7 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", backend: 
             exported in memory first, which takes a second or two). None: onnx for an ``.onnx`` file, else torch.
 
     Raises:
-        FileNotFoundError: no checkpoint or ONNX file at the path.
+        FileNotFoundError: no such file or shipped model (the message lists the shipped ones).
         htr.model_store.ModelNotFoundError: the URI names nothing; the message lists what exists.
         ValueError: an unknown backend, an ``.onnx`` file with the torch backend, or onnx on another device.
     """
@@ -47,14 +51,23 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", backend: 
     return load_onnx(source) if onnx_file else to_onnx(_load_torch(source, device))
 
 
-def _load_torch(source: str | Path, device: str | torch.device) -> Recognizer:
+def read_source(source: str | Path) -> ModelSpec:
+    """The plain values (``htr.reader.ModelSpec``) of a shipped model, a checkpoint or a model logged to MLflow."""
     if not is_model_uri(source):
-        return load_checkpoint(source, device)
-    from htr.beam import BeamSearchDecoder
-    from htr.model_store import download_checkpoint, download_model_files  # imports mlflow: only for URIs
+        return read_model(source)
+    from htr.model_store import download_checkpoint  # imports mlflow: only for URIs
 
     with tempfile.TemporaryDirectory() as tmp:
-        recognizer = load_checkpoint(download_checkpoint(str(source), Path(tmp)), device)
+        return read_model(download_checkpoint(str(source), Path(tmp)))
+
+
+def _load_torch(source: str | Path, device: str | torch.device) -> Recognizer:
+    recognizer = Recognizer.from_spec(read_source(source), device)
+    if not is_model_uri(source):
+        return recognizer
+    from htr.beam import BeamSearchDecoder
+    from htr.model_store import download_model_files
+
     if isinstance(recognizer.decoder, BeamSearchDecoder) and recognizer.decoder.files():
         # the model's own LM and lexicon, not the paths of the machine it was trained on; the decoder opens them
         # at its first call, so they stay on disk as long as the recognizer lives

@@ -1,7 +1,8 @@
 """The MLflow pyfunc flavour of a recognizer: what ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` run.
 
-The model directory holds a slim Lightning checkpoint (weights, net config, charset) and nothing else the
-recognizer needs, so the pyfunc, ``htr.load_model("models:/...")`` and the checkpoint give the same predictions.
+The model directory holds a slim Lightning checkpoint (weights, net config, charset), or a shipped model's card
+with its safetensors weights beside it, and nothing else the recognizer needs; ``htr.reader`` reads either, as for
+``htr.load_model``, so the pyfunc, ``htr.load_model("models:/...")`` and the file give the same predictions.
 Beside it lies the network exported to ONNX (``htr.export``), which the pyfunc runs with onnxruntime when its model
 config says so: ``mlflow.pyfunc.load_model(uri, model_config={"backend": "onnx"})``, or for ``mlflow models serve``
 the environment variable ``MLFLOW_PYFUNC_INFERENCE_CONFIG='{"backend": "onnx"}'``.

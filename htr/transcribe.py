@@ -86,7 +86,8 @@ def main(args: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="a checkpoint (.ckpt) written by `htr fit`, an .onnx file written by `htr export`, or a logged model: "
+        help="a shipped model's name (`htr models`: handwriting-fr...), a checkpoint (.ckpt) written by `htr fit`, "
+        "an .onnx file written by `htr export`, or a logged model: "
         "models:/htr-captcha@champion, models:/htr-captcha/3, runs:/RUN_ID/model (store: $MLFLOW_TRACKING_URI, "
         "else the default store)",
     )

@@ -61,7 +61,9 @@ class EagerNetwork:
 
 
 def backends(module: HTRLitModule) -> dict[str, Recognizer]:
-    traced = Recognizer.from_lit_module(module)
+    traced = Recognizer(
+        module.net, module.alphabet.chars, module.preprocessing, module.decoder, float(module.temperature)
+    )
     eager = Recognizer(
         EagerNetwork(module.net), traced.alphabet.chars, traced.preprocessing, temperature=traced.temperature
     )

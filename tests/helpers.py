@@ -311,7 +311,8 @@ def fit_together(count: int, data_dir: Path, root: Path, env: dict[str, str]) ->
     best checkpoint as ``htr-shared``; fails with the end of the stderr of any that did not finish."""
     command = [sys.executable, "-m", "htr.cli", "fit", *TINY_FIT, "--data.init_args.data_dir", str(data_dir),
                "--trainer.accelerator", "cpu", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3",
-               "--trainer.logger.init_args.experiment_name", "shared", "--registry.model_name", "htr-shared"]  # fmt: skip
+               "--trainer.logger.init_args.experiment_name", "shared",
+               "--registry.model_name", "htr-shared"]  # fmt: skip
     runs = [
         subprocess.Popen(
             [*command, "--trainer.default_root_dir", str(root / f"run{i}"), "--seed_everything", str(i)],
@@ -344,3 +345,22 @@ def assert_fits_landed(uri: str, count: int) -> list:
     assert sorted(int(v.version) for v in versions) == list(range(1, count + 1))
     assert {v.run_id for v in versions} == {run.info.run_id for run in found}
     return found
+
+
+def tiny_checkpoint(path: Path, charset: str = CAPTCHA_SYMBOLS, seed: int = 0, **net_args) -> Path:
+    """A checkpoint laid out as `htr fit` writes it (the net as class_path/init_args, charset, preprocessing,
+    decoder, the net's weights and a temperature) of an untrained tiny CRNN: reading needs a model, not a good one."""
+    import torch
+
+    from htr.models.crnn import CRNN
+    from htr.preprocessing import Preprocessing
+
+    init_args = {"num_classes": len(charset) + 1, "height": 32, "channels": [8, 16, 16, 16], "rnn_hidden": 16,
+                 "rnn_layers": 1, **net_args}  # fmt: skip
+    torch.manual_seed(seed)
+    state = {f"net.{name}": tensor for name, tensor in CRNN(**init_args).state_dict().items()}
+    hparams = {"net": {"class_path": "htr.models.CRNN", "init_args": init_args}, "charset": charset,
+               "preprocessing": Preprocessing(height=32, trim_margins=True).to_dict(), "decoder": None}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state | {"temperature": torch.tensor(1.5)}, "hyper_parameters": hparams}, path)
+    return path

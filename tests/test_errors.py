@@ -15,10 +15,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from htr.checkpoint import AtomicCheckpointIO, CheckpointError, read_checkpoint
+from htr.checkpoint import AtomicCheckpointIO
 from htr.cli import HTRCLI, main, run
 from htr.data.images import BadImageError
 from htr.loading import load_model
+from htr.reader import CheckpointError, read_checkpoint
 from tests.helpers import REPO_ROOT, blank_png, free_port
 
 CONFIG = str(REPO_ROOT / "configs" / "captcha.yaml")

@@ -17,10 +17,11 @@ def _net(charset: str, seed: int) -> CRNN:
     return CRNN(num_classes=len(charset) + 1, **SMALL)
 
 
-def _source_checkpoint(path, charset: str, net: CRNN):
-    """What ``htr fit`` writes, as far as ``init_from`` reads it: the net's weights and the charset."""
+def _source_checkpoint(path, charset: str, net: CRNN, init_args: dict):
+    """What ``htr fit`` writes, as far as ``init_from`` reads it: the net's weights and config, and the charset."""
     state = {f"net.{name}": tensor for name, tensor in net.state_dict().items()}
-    torch.save({"state_dict": state, "hyper_parameters": {"charset": charset}}, path)
+    config = {"class_path": "htr.models.CRNN", "init_args": {"num_classes": len(charset) + 1, **init_args}}
+    torch.save({"state_dict": state, "hyper_parameters": {"charset": charset, "net": config}}, path)
     return path
 
 
@@ -47,7 +48,7 @@ def test_another_architecture_is_refused_with_the_shapes():
 
 def test_lit_module_starts_from_a_checkpoint(tmp_path):
     source = _net("ab", 0)
-    path = _source_checkpoint(tmp_path / "source.ckpt", "ab", source)
+    path = _source_checkpoint(tmp_path / "source.ckpt", "ab", source, SMALL)
     module = HTRLitModule(_net("abz", 1), "abz", init_from=str(path))
     assert torch.equal(module.net.head.weight[:3], source.head.weight)
     assert torch.equal(module.net.rnn.forward_layers[0].weight_ih_l0, source.rnn.forward_layers[0].weight_ih_l0)
@@ -57,9 +58,10 @@ def test_lit_module_starts_from_a_checkpoint(tmp_path):
 def test_cli_extends_the_data_charset_by_the_source_charset(tmp_path):
     root = make_iam_tree(tmp_path / "iam")
     source_charset = "#~"  # characters the fake IAM lines do not have, so they can only come from the source
-    net = CRNN(num_classes=3, height=32, channels=[4, 8, 8, 8, 8], pools=[[2, 2], [2, 2], [2, 1], [2, 1], [2, 1]],
-               rnn_hidden=8, rnn_layers=1)  # fmt: skip
-    path = _source_checkpoint(tmp_path / "source.ckpt", source_charset, net)
+    init_args = {"height": 32, "channels": [4, 8, 8, 8, 8], "pools": [[2, 2], [2, 2], [2, 1], [2, 1], [2, 1]],
+                 "rnn_hidden": 8, "rnn_layers": 1}  # fmt: skip
+    net = CRNN(num_classes=3, **init_args)
+    path = _source_checkpoint(tmp_path / "source.ckpt", source_charset, net, init_args)
     cli = build_cli(
         [
             "--config", str(REPO_ROOT / "configs" / "iam_lines.yaml"),

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, render_text, tiny_checkpoint
 
 PACKAGE = REPO_ROOT / "htr"
 
@@ -67,3 +67,32 @@ def test_models_and_decoding_import_neither_mlflow_nor_lightning():
     code = "import sys, htr.models, htr.decoding; print(sorted({'mlflow', 'lightning'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     assert result.stdout.strip() == "[]"
+
+
+def test_reading_a_checkpoint_imports_no_training_stack(tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.ckpt")
+    image = render_text("2b8", tmp_path / "line.png")
+    code = (
+        "import sys, htr\n"
+        f"result = htr.load_model({str(checkpoint)!r}).transcribe([{str(image)!r}])\n"
+        "assert len(result) == 1 and 0 <= result[0].confidence <= 1\n"
+        "print(sorted({'lightning', 'torchmetrics', 'mlflow'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    assert result.stdout.strip() == "[]"
+
+
+def test_htr_help_imports_no_heavy_dependency_and_is_fast():
+    code = (
+        "import sys, time\n"
+        "start = time.perf_counter()\n"
+        "from htr.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = {'lightning', 'torch', 'mlflow', 'onnxruntime', 'flashlight'}\n"
+        "heavy &= {m.split('.')[0] for m in sys.modules}\n"
+        "print(sorted(heavy), time.perf_counter() - start, file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    heavy, seconds = result.stderr.strip().rsplit(" ", 1)
+    assert heavy == "[]" and float(seconds) < 1.0
+    assert "htr transcribe" in result.stdout and "htr models" in result.stdout

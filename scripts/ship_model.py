@@ -1,0 +1,53 @@
+"""Make a shipped model of a checkpoint: ``htr/weights/<name>.safetensors`` + ``<name>.json`` (+ its LM files).
+
+    python scripts/ship_model.py --checkpoint best.ckpt --name handwriting-fr --card-json card.json \
+        [--lm lm/words.arpa --lexicon lm/words.txt] [--lm-order 4] [--dtype float16]
+
+``card.json`` adds what the checkpoint cannot know: ``data`` it saw, held-out ``figures``, ``licences``,
+``description``. The script fills in the commit, command, date and sizes, and prints the card's path and sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from htr.shipped import PACKAGE_WEIGHTS
+from htr.shipping import DTYPES, MAX_BYTES, ship_model
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint written by `htr fit`")
+    parser.add_argument("--name", required=True, help="the name users load it by, e.g. handwriting-fr")
+    parser.add_argument("--card-json", type=Path, help="JSON object merged into the card (data, figures, licences)")
+    parser.add_argument("--lm", type=Path, help="ARPA LM to ship instead of the one the checkpoint's decoder names")
+    parser.add_argument("--lexicon", type=Path, help="lexicon to ship instead of the checkpoint decoder's")
+    parser.add_argument("--lm-order", type=int, help="keep the LM's n-grams up to this order (a smaller file)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="of the stored weights")
+    parser.add_argument(
+        "--out", type=Path, default=PACKAGE_WEIGHTS, help=f"folder to write (default {PACKAGE_WEIGHTS})"
+    )
+    parser.add_argument("--max-mb", type=float, default=MAX_BYTES / 2**20, help="size budget in MiB (default 10)")
+    options = parser.parse_args(args)
+    card = None
+    if options.card_json is not None:
+        try:
+            card = json.loads(options.card_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            parser.error(f"--card-json {options.card_json}: {error}")
+        if not isinstance(card, dict):
+            parser.error(f"--card-json {options.card_json}: expected a JSON object")
+    path = ship_model(
+        options.checkpoint, options.name, options.out, card, options.lm, options.lexicon, options.lm_order,
+        options.dtype, shlex.join(["python", *sys.argv]), int(options.max_mb * 2**20),
+    )  # fmt: skip
+    sizes = json.loads(path.read_text(encoding="utf-8"))["size_bytes"]
+    print(json.dumps({"card": str(path), "size_bytes": sizes, "total_mib": round(sum(sizes.values()) / 2**20, 2)}))
+
+
+if __name__ == "__main__":
+    main()
