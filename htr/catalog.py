@@ -44,7 +44,7 @@ def registered_lines(tracking_uri: str | None = None) -> list[str]:
     """One line per model registered in the MLflow store: versions, aliases and the champion's val/cer."""
     from mlflow.tracking import MlflowClient
 
-    from htr.tracking import check_reachable, resolve_tracking_uri, sqlite_path
+    from htr.store import check_reachable, resolve_tracking_uri, sqlite_path
 
     uri = resolve_tracking_uri(tracking_uri)
     database = sqlite_path(uri)

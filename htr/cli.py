@@ -20,6 +20,8 @@ DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
   htr models                                     the shipped models with their figures, and the registered ones
   htr fit --config configs/captcha.yaml          train (validate/test/predict work the same way)
                                                  runs are tracked in MLflow; the best model is registered
+  htr ui                                         MLflow's UI on htr's store, a link to each experiment's runs
+  htr serve --model models:/htr-captcha@champion a registered model over HTTP (mlflow models serve)
   htr export --model MODEL --format onnx --output model.onnx
                                                  the network with preprocessing and charset (or torchscript)
   htr data stats --config configs/iam_lines.yaml counts, charset and histograms of a config's data
@@ -40,7 +42,7 @@ EXPECTED_ERRORS = {
     "htr.data.download": ("DatasetUnavailableError",),
     "htr.reader": ("CheckpointError",),
     "htr.checkpoint": ("ResumeError",),
-    "htr.tracking": ("TrackingServerUnreachableError",),
+    "htr.store": ("TrackingServerUnreachableError",),
     "htr.model_store": ("ModelNotFoundError",),
     "htr.transcribe": ("ModelLoadError",),
 }
@@ -73,7 +75,7 @@ def main(args: Sequence[str] | None = None) -> Any:
     """
     argv = list(sys.argv[1:] if args is None else args)
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: htr {{{','.join(TRAINING)},transcribe,models,export,data stats,synth,lm build}} ...\n")
+        print(f"usage: htr {{{','.join(TRAINING)},transcribe,models,ui,serve,export,data stats,synth,lm build}} ...\n")
         print(DESCRIPTION)
         raise SystemExit(0)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # as htr.console.quiet_third_party
@@ -85,6 +87,10 @@ def main(args: Sequence[str] | None = None) -> Any:
         from htr.catalog import main as models
 
         return models(argv[1:])
+    if argv[0] in ("serve", "ui"):
+        from htr import serving
+
+        return getattr(serving, argv[0])(argv[1:])
     if argv[0] == "export":
         from htr.export import main as export
         from htr.loading import load_model

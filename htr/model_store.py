@@ -16,13 +16,30 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from htr.tracking import check_reachable, resolve_tracking_uri, sqlite_path
+from htr.store import check_reachable, resolve_tracking_uri, sqlite_path
 
 CHECKPOINT_FILE = "model.ckpt"  # the checkpoint inside a logged htr model, under ``artifacts/``
 
 
 class ModelNotFoundError(LookupError):
     """A ``models:/`` or ``runs:/`` URI that names nothing in the store; the message lists what exists."""
+
+
+def check_model_uri(uri: str, tracking_uri: str) -> None:
+    """Raise ``ModelNotFoundError`` unless ``uri`` names a model of the store (the message lists what exists).
+
+    Raises:
+        ModelNotFoundError: no store (none is created), or no such model, alias or version.
+        htr.store.TrackingServerUnreachableError: the tracking server does not answer.
+    """
+    check_reachable(tracking_uri)  # seconds, not MLflow's minutes of retries against a dead server
+    database = sqlite_path(tracking_uri)
+    if database is not None and not database.is_file():  # MLflow would create an empty store and find nothing
+        raise ModelNotFoundError(
+            f"no MLflow store at {database} to look {uri} up in: train with `htr fit` first, or point "
+            "MLFLOW_TRACKING_URI at the store that holds it"
+        )
+    _check_model_uri(MlflowClient(tracking_uri, registry_uri=tracking_uri), uri)
 
 
 def _check_model_uri(client: MlflowClient, uri: str) -> None:
@@ -79,17 +96,10 @@ def download_checkpoint(uri: str, target: Path, tracking_uri: str | None = None)
     Raises:
         ModelNotFoundError: nothing has that name, alias or version (the message lists what exists), the
             run or model holds no htr checkpoint, or there is no store.
-        htr.tracking.TrackingServerUnreachableError: the tracking server does not answer.
+        htr.store.TrackingServerUnreachableError: the tracking server does not answer.
     """
     tracking_uri = resolve_tracking_uri(tracking_uri)
-    check_reachable(tracking_uri)  # seconds, not MLflow's minutes of retries against a dead server
-    database = sqlite_path(tracking_uri)
-    if database is not None and not database.is_file():  # MLflow would create an empty store and find nothing
-        raise ModelNotFoundError(
-            f"no MLflow store at {database} to look {uri} up in: train with `htr fit` first, or point "
-            "MLFLOW_TRACKING_URI at the store that holds it"
-        )
-    _check_model_uri(MlflowClient(tracking_uri, registry_uri=tracking_uri), uri)
+    check_model_uri(uri, tracking_uri)
     checkpoint_uri = f"{uri.rstrip('/')}/artifacts/{CHECKPOINT_FILE}"
     try:
         with _store(tracking_uri):

@@ -33,14 +33,8 @@ from htr.pyfunc import (
     ONNX_FILE,
     SIGNATURE,
 )
-from htr.tracking import (
-    MONITOR,
-    PACKAGE_DIR,
-    REQUIREMENTS,
-    mlflow_logger,
-    package_version,
-    val_fingerprint,
-)
+from htr.store import PACKAGE_DIR
+from htr.tracking import MONITOR, REQUIREMENTS, mlflow_logger, package_version, val_fingerprint
 
 
 def _pip_requirements() -> list[str]:

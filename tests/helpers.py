@@ -241,10 +241,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(command: list[str], env: dict[str, str], health_url: str, timeout: float = 120) -> subprocess.Popen:
+def start_server(
+    command: list[str], env: dict[str, str], health_url: str, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.Popen:
     """Start a server in its own process group and wait until ``health_url`` answers 200."""
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

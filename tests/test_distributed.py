@@ -19,7 +19,7 @@ import torch
 from mlflow import MlflowClient
 
 from htr.data.captcha import CaptchaDataModule
-from htr.tracking import resolve_tracking_uri
+from htr.store import resolve_tracking_uri
 from tests.helpers import REPO_ROOT, TINY_FIT, free_port
 
 

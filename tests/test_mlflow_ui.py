@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from htr.tracking import experiment_url
+from htr.store import experiment_url
 from tests.helpers import REPO_ROOT, TINY_FIT, VENV_BIN, free_port, server_env, start_server, stop_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

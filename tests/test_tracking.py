@@ -23,14 +23,14 @@ from htr.cli import main
 from htr.loading import load_model
 from htr.model_store import ModelNotFoundError
 from htr.pyfunc import BadPayloadError
-from htr.tracking import (
-    MLFlowLogger,
+from htr.store import (
     TrackingServerUnreachableError,
     default_tracking_uri,
     reachable_tracking_uri,
     resolve_tracking_uri,
     store_dir,
 )
+from htr.tracking import MLFlowLogger
 from tests.helpers import (
     CONCURRENT_FITS,
     REPO_ROOT,
