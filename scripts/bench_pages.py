@@ -37,12 +37,25 @@ from scores import pooled, score  # noqa: E402 - scripts/scores.py
 
 from htr.cli import build_cli  # noqa: E402
 from htr.data.documents import DocumentSample  # noqa: E402
+from htr.decoding import GREEDY  # noqa: E402
 from htr.loading import load_model  # noqa: E402
 
 
 def _pages(samples: Sequence[DocumentSample]) -> list[str]:
     """The XML files the lines come from (``source`` is ``<xml>#<line id>``)."""
     return sorted({sample.source.rsplit("#", 1)[0] for sample in samples})
+
+
+def zero_shot(model: str, samples: Sequence[DocumentSample]) -> dict[str, dict]:
+    """CER/WER of ``model`` (a shipped name, checkpoint or URI) on ``samples``, greedy and with its own decoder."""
+    recognizer = load_model(model)
+    images = [recognizer.preprocess(str(s.path)) for s in samples]
+    references = [s.text for s in samples]
+    scores = {}
+    for reader, decoder in (("own", recognizer.decoder), ("greedy", GREEDY)):
+        recognizer.decoder = decoder
+        scores[reader] = score([t.text for t in recognizer.transcribe_tensors(images, 16)], references)
+    return scores
 
 
 def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: list[str]) -> dict:
@@ -52,6 +65,16 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
     for stage, samples in splits.items():
         lists[stage] = workdir / f"fold{fold}_{stage}.lst"
         lists[stage].write_text("".join(f"{Path(p).resolve()}\n" for p in _pages(samples)))
+    result: dict = {
+        "fold": fold,
+        "pages": {stage: len(_pages(v)) for stage, v in splits.items()},
+        "documents": {stage: len({s.document for s in v}) for stage, v in splits.items()},
+        "lines": {stage: len(v) for stage, v in splits.items()},
+    }
+    if options.zero_shot:  # a model that never saw these documents, read as it ships (its decoder), and greedy
+        result["zero_shot"] = zero_shot(options.zero_shot, splits["test"])
+        if options.zero_shot_only:
+            return result
     peer = None
     if options.peer_ketos:
         out = workdir / f"kraken{fold}"
@@ -70,11 +93,7 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
     images = [recognizer.preprocess(str(s.path)) for s in samples]
     predictions = [t.text for t in recognizer.transcribe_tensors(images, 16)]
     references = [s.text for s in samples]
-    result = {
-        "fold": fold,
-        "pages": {stage: len(_pages(v)) for stage, v in splits.items()},
-        "documents": {stage: len({s.document for s in v}) for stage, v in splits.items()},
-        "lines": {stage: len(v) for stage, v in splits.items()},
+    result |= {
         "htr": {
             "test": score(predictions, references),
             "train_seconds": round(train_seconds, 1),
@@ -112,6 +131,10 @@ def main_bench() -> None:
         "--general-text", type=text_lines, default=(), help="a text file of the language: beam_text (fold_decoders)"
     )
     parser.add_argument("--pool", nargs="+", type=Path, help="merge the folds of these reports; trains nothing")
+    parser.add_argument(
+        "--zero-shot", metavar="MODEL", help="also score MODEL (e.g. handwriting-fr) untrained on the folds"
+    )
+    parser.add_argument("--zero-shot-only", action="store_true", help="score --zero-shot on the folds, train nothing")
     options, extra = parser.parse_known_args()  # the rest goes to `htr fit`
     if options.pool:
         folds, sources = report_folds(options.pool)
@@ -122,6 +145,17 @@ def main_bench() -> None:
     summary = {
         "folds": [f["fold"] for f in folds],
         "test_lines": sum(f["lines"]["test"] for f in folds),
+        **{
+            f"zero_shot_{reader}": pooled(f["zero_shot"][reader] for f in folds)
+            for reader in ("own", "greedy")
+            if all("zero_shot" in f for f in folds)
+        },
+    }
+    if not all("htr" in f for f in folds):  # --zero-shot-only
+        report |= {"pooled": summary, "machine": machine_info()}
+        _write(report, options.out)
+        return
+    summary |= {
         "htr": pooled(f["htr"]["test"] for f in folds),
         **{
             f"htr_{reader}": pooled(f["htr"][f"test_{reader}"] for f in folds)
@@ -132,8 +166,12 @@ def main_bench() -> None:
     }
     summary["kraken_beside_htr"] = kraken_peer.pooled_beside_htr(folds, lambda fold: fold["htr"]["test"])
     report |= {"pooled": summary, "machine": machine_info()}
+    _write(report, options.out)
+
+
+def _write(report: dict, out: str) -> None:
     text = json.dumps(report, indent=2, ensure_ascii=False)
-    Path(options.out).write_text(text)
+    Path(out).write_text(text)
     print(text)
 
 
