@@ -46,8 +46,8 @@ bench: setup
 	$(BIN)/python scripts/bench_captcha.py
 
 # The IAM CPU recipe's starting weights, ~3 h on one core: 8,000 lines rendered in handwriting fonts, 6 epochs
-# (stage 1, ~50 min), then twice 16,000 lines of another seed, 4 epochs from the stage before (stage 2, ~80 min, at
-# max LR 0.0015; stage 3, ~50 min, at 0.001). Held-out font CER 40.0% -> 19.0% -> 13.3%. README "IAM".
+# (stage 1), then twice 16,000 lines of another seed, 4 epochs from the stage before (stage 2 at max LR 0.0015,
+# stage 3 at 0.001). Each stage's held-out font CER: docs/benchmarks.md.
 PRETRAINED := $(HOME)/.cache/htr/pretrained
 PRETRAIN := OMP_NUM_THREADS=1 $(BIN)/python scripts/pretrain_synth.py
 # each later stage: more lines of a new seed, trained from the stage before
@@ -61,7 +61,7 @@ pretrained: setup
 
 # The page recipe's starting weights (configs/poilus.yaml), ~20 min on one core after `make pretrained`: the IAM CPU
 # recipe fit on all 38 writers of ../shared/data/iam (90% of the lines train, 10% val, no test), so that the wills'
-# training starts from real handwriting rather than fonts. README "Your own manuscripts".
+# training starts from real handwriting rather than fonts. docs/reference.md, "Pages: ALTO and PAGE XML".
 pretrained-iam-all: setup
 	OMP_NUM_THREADS=1 $(BIN)/htr fit --config configs/iam_lines_cpu.yaml --model.init_from $(PRETRAINED)/synth_iam.pt \
 		--data.init_args.writer_fractions '[0.9, 0.1, 0.0]' --trainer.default_root_dir outputs/iam_all \
@@ -69,7 +69,7 @@ pretrained-iam-all: setup
 	cp "$$(ls -t outputs/iam_all/*/*/checkpoints/best-*.ckpt | head -1)" $(PRETRAINED)/iam_all.ckpt
 
 # The IAM CPU recipe's beam-search LM and lexicon (configs/decoders/beam_words.yaml), ~2 min: the train split's lines,
-# wordfreq's English words and Debian's English fortunes (scripts/prepare_text.py; apt-get download). README "IAM".
+# wordfreq's English words and Debian's English fortunes (scripts/prepare_text.py; apt-get download). docs/reference.md.
 data/text/en.txt:
 	$(BIN)/python scripts/prepare_text.py --lang en --output $@
 lm-iam: setup data/text/en.txt

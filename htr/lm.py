@@ -255,13 +255,13 @@ With --words LANG the model also learns the general word statistics of the langu
 install 'htr[lm]'), which a few hundred training lines lack; --lexicon writes the words the decoder may spell:
 
   htr lm build --config configs/iam_lines_cpu.yaml --words en --output lm/iam_en.arpa --lexicon lm/iam_en.txt
-  htr test ... --model.decoder htr.beam.BeamSearchDecoder --model.decoder.beam_width 30 \
+  htr test ... --model.decoder htr.beam.BeamSearchDecoder --model.decoder.beam_width 30 \\
       --model.decoder.lm lm/iam_en.arpa --model.decoder.lexicon lm/iam_en.txt
 
---general-text adds real sentences of the language (IAM's unseen writers: 12.4% -> 10.8% CER with Debian's English
-fortunes, which scripts/prepare_text.py writes), punctuation spaced as in the training lines:
+--general-text adds real sentences of the language (e.g. Debian's English fortunes, which scripts/prepare_text.py
+writes; what they gain: docs/benchmarks.md), punctuation spaced as in the training lines:
 
-  htr lm build --config configs/iam_lines_cpu.yaml --words en --general-text data/text/en.txt \
+  htr lm build --config configs/iam_lines_cpu.yaml --words en --general-text data/text/en.txt \\
       --output lm/words.arpa --lexicon lm/words.txt""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
