@@ -13,7 +13,7 @@ from htr.cli import build_cli
 from htr.data.lines import LineFolderDataModule, expand_source
 from htr.data.stats import build_datamodule
 from tests.data.page_fixtures import render_line
-from tests.helpers import REPO_ROOT, SHARED_DATA
+from tests.helpers import REPO_ROOT, SHARED_DATA, shared_dataset
 
 FRENCH_LINES = SHARED_DATA / "french_lines"
 CONFIG = REPO_ROOT / "configs" / "french_lines.yaml"
@@ -123,8 +123,7 @@ def test_french_lines_config_sets_up_on_a_tree(tree: Path):
 
 @pytest.mark.slow
 def test_french_lines_subset_and_whole_tree(tmp_path: Path):
-    if not FRENCH_LINES.is_dir():
-        pytest.fail(f"real line data missing: {FRENCH_LINES} (tests expect ../shared/data beside the checkout)")
+    shared_dataset("french_lines")
     for source in ("timeus", "copiste"):  # 2 sources x 2 pages x 3 lines, copied as they are
         for page in sorted((FRENCH_LINES / source).iterdir())[:2]:
             for image in sorted(page.glob("*.jpg"))[:3]:
