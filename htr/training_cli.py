@@ -47,6 +47,9 @@ class HTRCLI(LightningCLI):
         parser.add_argument(
             "--registry.alias", type=str, default="champion", help="given to a version that beats the holder's val/cer"
         )
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False, help="fit ends by testing its best checkpoint (test/cer)"
+        )
         parser.link_arguments("data.charset", "model.charset", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.preprocessing", "model.preprocessing", apply_on="instantiate")
@@ -69,6 +72,9 @@ class HTRCLI(LightningCLI):
         if registry.enabled and logger is not None:
             name = registry.model_name or f"htr-{logger.experiment_name}"
             register_best(self.trainer, name, registry.alias)
+        best = getattr(self.trainer.checkpoint_callback, "best_model_path", None)
+        if self.config.fit.test_after_fit and best:  # the held-out figure, in the same run, by the same command
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
 
 
 def build_cli(args: ArgsType = None, run: bool = True) -> HTRCLI:
