@@ -6,7 +6,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export HTR_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup lock train test test-fast smoke bench pretrained pretrained-iam-all lm-iam style quality clean
+.PHONY: setup lock poilus handwriting-fr train test test-fast smoke bench pretrained pretrained-iam-all lm-iam style quality clean
 
 setup: $(BIN)/.installed
 
@@ -75,6 +75,31 @@ data/text/en.txt:
 lm-iam: setup data/text/en.txt
 	$(BIN)/htr lm build --config configs/iam_lines_cpu.yaml --words en --general-text data/text/en.txt \
 		--output lm/words.arpa --lexicon lm/words.txt
+
+# The wills' recipe from the shipped French model (configs/poilus.yaml), one command on a fresh clone: the LM of the
+# wills' training split + french_lines' transcriptions + wordfreq's French, then the fit, which registers htr-poilus
+# and tests its best checkpoint on held-out documents (document fold 0).
+data/text/fr_lines.txt:
+	mkdir -p $(@D)
+	find $(HTR_DATA_DIR)/french_lines -name '*.gt.txt' | sort | xargs awk 1 > $@
+lm/poilus.arpa: data/text/fr_lines.txt | setup
+	$(BIN)/htr lm build --config configs/poilus.yaml --words fr --general-text data/text/fr_lines.txt \
+		--output $@ --lexicon lm/poilus.txt
+poilus: setup lm/poilus.arpa  ## fine-tune handwriting-fr to the wills, register it, print its held-out CER
+	OMP_NUM_THREADS=2 $(BIN)/htr fit --config configs/poilus.yaml --config configs/decoders/beam_words.yaml \
+		--model.decoder.init_args.lm lm/poilus.arpa --model.decoder.init_args.lexicon lm/poilus.txt --test_after_fit true
+
+# Rebuild the shipped handwriting-fr (htr/weights/): configs/french_lines.yaml on all of french_lines (3% of the pages
+# for val), its LM (french_lines' train split + wordfreq's French, cut to 4-grams to fit the 10 MB budget), then
+# scripts/ship_model.py with the card's data, licences and held-out figures (scripts/cards/handwriting-fr.json).
+lm/fr.arpa: | setup
+	$(BIN)/htr lm build --config configs/french_lines.yaml --words fr --output $@ --lexicon lm/fr.txt
+handwriting-fr: setup lm/fr.arpa
+	OMP_NUM_THREADS=1 $(BIN)/htr fit --config configs/french_lines.yaml --trainer.max_time 00:01:45:00 \
+		--trainer.default_root_dir outputs/french_lines --registry.enabled false
+	$(BIN)/python scripts/ship_model.py --name handwriting-fr --card-json scripts/cards/handwriting-fr.json \
+		--checkpoint "$$(ls -t outputs/french_lines/*/*/checkpoints/best-*.ckpt | head -1)" \
+		--lm lm/fr.arpa --lexicon lm/fr.txt --lm-order 4 --dtype float16
 
 style: setup
 	$(BIN)/ruff format htr tests scripts
