@@ -99,7 +99,7 @@ handwriting-fr: setup lm/fr.arpa
 		--trainer.default_root_dir outputs/french_lines --registry.enabled false
 	$(BIN)/python scripts/ship_model.py --name handwriting-fr --card-json scripts/cards/handwriting-fr.json \
 		--checkpoint "$$(ls -t outputs/french_lines/*/*/checkpoints/best-*.ckpt | head -1)" \
-		--lm lm/fr.arpa --lexicon lm/fr.txt --lm-order 4 --dtype float16
+		--lm lm/fr.arpa --lexicon lm/fr.txt --lm-order 4 --dtype float16 --decoder-config configs/decoders/beam_words.yaml
 
 style: setup
 	$(BIN)/ruff format htr tests scripts

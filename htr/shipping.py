@@ -29,15 +29,16 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def _decoder(
-    decoder: dict[str, Any] | None, files: dict[str, Path | None]
+    decoder: dict[str, Any] | None, files: dict[str, Path | None], settings: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any] | None, dict[str, Path]]:
     """The decoder config to ship and its files (argument -> source file): ``files`` replace the checkpoint's;
-    an LM or lexicon given for a greedy checkpoint makes it a beam search with default settings."""
+    an LM or lexicon given for a greedy checkpoint makes it a beam search, with ``settings`` (beam width, LM
+    weight, word score...) over the checkpoint decoder's or the defaults."""
     given = {arg: path for arg, path in files.items() if path is not None}
     if decoder is None and not given:
         return None, {}
     decoder = decoder or {"class_path": BEAM, "init_args": {}}
-    args = {**decoder.get("init_args", {})}
+    args = {**decoder.get("init_args", {}), **(settings or {})}
     sources = {arg: Path(args[arg]) for arg in files if args.get(arg) is not None} | given
     for arg, path in sources.items():
         if not path.is_file():
@@ -56,6 +57,7 @@ def ship_model(
     dtype: str = "float32",
     command: str | None = None,
     max_bytes: int = MAX_BYTES,
+    decoder_settings: dict[str, Any] | None = None,
 ) -> Path:
     """Write the model of ``checkpoint`` to ``folder`` as ``name``; returns the card's path.
 
@@ -70,6 +72,7 @@ def ship_model(
         dtype: of the stored floating-point weights; ``float16`` halves the file (the reader loads them as float32).
         command: the command that made the model, for the card.
         max_bytes: the most the weights and decoder files may take together.
+        decoder_settings: the beam search's arguments other than its files (``beam_width``, ``lm_weight``...).
 
     Raises:
         ValueError: a bad name, dtype or card, or a model over ``max_bytes`` (nothing is left written then).
@@ -88,7 +91,7 @@ def ship_model(
     clash = sorted(set(card or {}) & {*values, "name", "weights", "decoder_files", "size_bytes"})
     if clash:
         raise ValueError(f"the card may not set {clash}: they come from the checkpoint")
-    decoder, sources = _decoder(spec.decoder, {"lm": lm, "lexicon": lexicon})
+    decoder, sources = _decoder(spec.decoder, {"lm": lm, "lexicon": lexicon}, decoder_settings)
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / f"{name}.safetensors"]
     weights = {

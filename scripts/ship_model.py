@@ -15,6 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import yaml
+
 from htr.shipped import PACKAGE_WEIGHTS
 from htr.shipping import DTYPES, MAX_BYTES, ship_model
 
@@ -29,6 +31,11 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--lm-order", type=int, help="keep the LM's n-grams up to this order (a smaller file)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="of the stored weights")
     parser.add_argument(
+        "--decoder-config",
+        type=Path,
+        help="a decoder config (configs/decoders/beam_words.yaml): its beam settings, without its file paths",
+    )
+    parser.add_argument(
         "--out", type=Path, default=PACKAGE_WEIGHTS, help=f"folder to write (default {PACKAGE_WEIGHTS})"
     )
     parser.add_argument("--max-mb", type=float, default=MAX_BYTES / 2**20, help="size budget in MiB (default 10)")
@@ -41,9 +48,13 @@ def main(args: list[str] | None = None) -> None:
             parser.error(f"--card-json {options.card_json}: {error}")
         if not isinstance(card, dict):
             parser.error(f"--card-json {options.card_json}: expected a JSON object")
+    settings = None
+    if options.decoder_config is not None:
+        config = yaml.safe_load(options.decoder_config.read_text(encoding="utf-8"))
+        settings = {k: v for k, v in config["model"]["decoder"]["init_args"].items() if k not in ("lm", "lexicon")}
     path = ship_model(
         options.checkpoint, options.name, options.out, card, options.lm, options.lexicon, options.lm_order,
-        options.dtype, shlex.join(["python", *sys.argv]), int(options.max_mb * 2**20),
+        options.dtype, shlex.join(["python", *sys.argv]), int(options.max_mb * 2**20), settings,
     )  # fmt: skip
     sizes = json.loads(path.read_text(encoding="utf-8"))["size_bytes"]
     print(json.dumps({"card": str(path), "size_bytes": sizes, "total_mib": round(sum(sizes.values()) / 2**20, 2)}))

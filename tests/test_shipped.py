@@ -103,7 +103,8 @@ def test_the_card_cannot_override_what_the_reader_reads(checkpoint, tmp_path):
 
 def test_a_pruned_lm_ships_beside_the_model_and_decodes_from_any_directory(checkpoint, images, tmp_path, monkeypatch):
     lm = build_arpa(["".join(sorted(CAPTCHA_SYMBOLS)) * 3, "2b8n2 5cd6x"], tmp_path / "source" / "lm.arpa", order=5)
-    card = ship_model(checkpoint, "beam", tmp_path / "weights", lm=lm, lm_order=3)
+    card = ship_model(checkpoint, "beam", tmp_path / "weights", lm=lm, lm_order=3,
+                      decoder_settings={"beam_width": 7, "word_score": 2.0})  # fmt: skip
     shipped_lm = tmp_path / "weights" / "beam.lm.arpa"
     assert json.loads(card.read_text())["decoder"]["init_args"]["lm"] == "beam.lm.arpa"  # relative to the card
     assert len(read_arpa(shipped_lm)) == 3 and shipped_lm.stat().st_size < lm.stat().st_size
@@ -111,6 +112,7 @@ def test_a_pruned_lm_ships_beside_the_model_and_decodes_from_any_directory(check
     monkeypatch.chdir(tmp_path / "source")
     recognizer = htr.load_model(card)
     assert recognizer.decoder.lm == str(shipped_lm)
+    assert (recognizer.decoder.beam_width, recognizer.decoder.word_score) == (7, 2.0)
     assert [len(r.text) <= 40 for r in recognizer.transcribe(images)] == [True] * len(images)
 
 
