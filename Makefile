@@ -1,9 +1,8 @@
 # Everything runs from the project's own venv, created on first use (idempotent).
 VENV ?= .venv
 BIN := $(VENV)/bin
-SHARED_DATA := $(abspath ../shared/data)
-# Use the shared data beside the checkout when it is there (CI, this workplace); else ~/.cache/htr/data.
-export HTR_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+# Data: $HTR_DATA_DIR, else ../shared/data beside the checkout when it is there (CI, this workplace), else
+# ~/.cache/htr/data (htr.data.download.data_root); the configs name their data under it ($HTR_DATA_DIR/iam).
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: setup lock poilus handwriting-fr train test test-fast smoke bench pretrained pretrained-iam-all lm-iam style quality clean
@@ -60,7 +59,7 @@ pretrained: setup
 		--model.scheduler.init_args.max_lr 0.001 --out $(PRETRAINED)/synth_iam.pt
 
 # The page recipe's starting weights (configs/poilus.yaml), ~20 min on one core after `make pretrained`: the IAM CPU
-# recipe fit on all 38 writers of ../shared/data/iam (90% of the lines train, 10% val, no test), so that the wills'
+# recipe fit on all 38 writers of $HTR_DATA_DIR/iam (90% of the lines train, 10% val, no test), so that the wills'
 # training starts from real handwriting rather than fonts. docs/reference.md, "Pages: ALTO and PAGE XML".
 pretrained-iam-all: setup
 	OMP_NUM_THREADS=1 $(BIN)/htr fit --config configs/iam_lines_cpu.yaml --model.init_from $(PRETRAINED)/synth_iam.pt \
@@ -81,7 +80,7 @@ lm-iam: setup data/text/en.txt
 # and tests its best checkpoint on held-out documents (document fold 0).
 data/text/fr_lines.txt:
 	mkdir -p $(@D)
-	find $(HTR_DATA_DIR)/french_lines -name '*.gt.txt' | sort | xargs awk 1 > $@
+	find $(or $(HTR_DATA_DIR),../shared/data)/french_lines -name '*.gt.txt' | sort | xargs awk 1 > $@
 lm/poilus.arpa: data/text/fr_lines.txt | setup
 	$(BIN)/htr lm build --config configs/poilus.yaml --words fr --general-text data/text/fr_lines.txt \
 		--output $@ --lexicon lm/poilus.txt

@@ -4,7 +4,8 @@ only (the test writers' or documents' text stays unseen). Weights were chosen on
 
 - ``beam_lm``: a character n-gram of the training lines; beam 10, LM weight 0.4, bonus 2.0 per character step;
 - ``beam_words``: the n-gram of the training lines (x5) and 20,000 lines of a language's general word statistics
-  (wordfreq), held to a lexicon of their words; beam 30, LM weight 0.5, score 2.0 per word;
+  (wordfreq), held to a lexicon of their words; beam width, LM weight and score per word read from
+  ``configs/decoders/beam_words.yaml``, the decoder training composes;
 - ``beam_text``: as ``beam_words``, its LM also learning the lines of a general text of the language
   (``--general-text``, e.g. scripts/prepare_text.py), spelled like the training lines (``htr.lm.spelled_like``).
 """
@@ -14,9 +15,22 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from htr.beam import BeamSearchDecoder
 from htr.lm import build_arpa, lm_texts, spelled_like, write_lexicon
+
+# The word decoder's settings live in the config that training composes; the fold decoders read them from it.
+BEAM_WORDS_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "decoders" / "beam_words.yaml"
+_FILE_ARGUMENTS = ("lm", "lexicon")  # each fold builds its own
+
+
+def beam_words_settings(config: Path = BEAM_WORDS_CONFIG) -> dict[str, Any]:
+    """The ``BeamSearchDecoder`` arguments of ``config``'s ``model.decoder`` but its LM and lexicon files."""
+    init_args = yaml.safe_load(config.read_text(encoding="utf-8"))["model"]["decoder"]["init_args"]
+    return {key: value for key, value in init_args.items() if key not in _FILE_ARGUMENTS}
 
 
 def text_lines(path: str) -> list[str]:
@@ -46,11 +60,12 @@ def fold_decoders(
         general, words = lm_texts(texts, charset, language)
         lm_words = build_arpa(general, workdir / f"fold{fold}_char{order}_{language}.arpa", order, charset)
         lexicon = write_lexicon(words, workdir / f"fold{fold}_{language}_words.txt")
-        decoders["beam_words"] = BeamSearchDecoder(30, lm_words, lm_weight=0.5, word_score=2.0, lexicon=lexicon)
+        settings = beam_words_settings()
+        decoders["beam_words"] = BeamSearchDecoder(lm=lm_words, lexicon=lexicon, **settings)
         if general_text:
             spelled, _ = spelled_like(general_text, texts, charset)  # what lm_texts(..., spelled) adds to `general`
             lm_text = build_arpa(
                 general + spelled, workdir / f"fold{fold}_char{order}_{language}_text.arpa", order, charset
             )
-            decoders["beam_text"] = BeamSearchDecoder(30, lm_text, lm_weight=0.5, word_score=2.0, lexicon=lexicon)
+            decoders["beam_text"] = BeamSearchDecoder(lm=lm_text, lexicon=lexicon, **settings)
     return decoders

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tests.helpers import REPO_ROOT
 
@@ -49,6 +50,10 @@ def test_fold_decoders_hold_the_fold_lines_words_and_the_languages(tmp_path):
     general = ["He said, over and over: the dog ate the cat.", "Ünïcode line"]  # the second is outside the charset
     decoders = fold_decoders(texts, charset + ",.:", tmp_path, fold=3, order=3, language="en", general_text=general)
     assert set(decoders) == {"beam_lm", "beam_words", "beam_text"}
+    composed = yaml.safe_load((REPO_ROOT / "configs/decoders/beam_words.yaml").read_text())["model"]["decoder"]
+    for name in ("beam_words", "beam_text"):  # the weights training composes are the ones the folds read with
+        settings = {key: getattr(decoders[name], key) for key in ("beam_width", "lm_weight", "word_score")}
+        assert settings == {key: composed["init_args"][key] for key in settings}
     assert decoders["beam_text"].lexicon == decoders["beam_words"].lexicon
     assert all(Path(path).is_file() for decoder in decoders.values() for path in decoder.files().values())
     words = set(Path(decoders["beam_words"].lexicon).read_text().split())

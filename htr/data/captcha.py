@@ -9,7 +9,7 @@ import numpy as np
 
 from htr.data.datamodule import STAGES, TextImageDataModule
 from htr.data.dataset import Sample
-from htr.data.download import DatasetUnavailableError, data_root, download_and_unzip
+from htr.data.download import DatasetUnavailableError, data_path, data_root, download_and_unzip
 from htr.data.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ class CaptchaDataModule(TextImageDataModule):
     """Captcha images whose file stem is their text, split at random but reproducibly by ``seed``.
 
     Args:
-        data_dir: folder of images; default ``$HTR_DATA_DIR/captcha_images_v2``, downloaded when missing.
+        data_dir: folder of images (may start with ``$HTR_DATA_DIR``, see ``download.data_path``); default
+            ``$HTR_DATA_DIR/captcha_images_v2``, downloaded when missing.
         split: train/val/test fractions.
         fold: which test split to hold out: the shuffled order is rotated by ``fold`` test sizes, so folds
             0 to ``n // n_test - 1`` have disjoint test splits (k-fold cross-validation with one seed).
@@ -57,7 +58,7 @@ class CaptchaDataModule(TextImageDataModule):
             raise ValueError(f"split must be three non-negative fractions summing to 1, got {split}")
         if fold < 0:
             raise ValueError(f"fold must be >= 0, got {fold}")
-        self.data_dir = Path(data_dir) if data_dir else data_root() / CAPTCHA_FOLDER
+        self.data_dir = Path(data_path(data_dir)) if data_dir else data_root() / CAPTCHA_FOLDER
         self.split = split
         self.fold = fold
         self.download_url = download_url

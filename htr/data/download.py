@@ -12,12 +12,35 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+DATA_DIR_VARIABLE = "HTR_DATA_DIR"
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "htr" / "data"
+# A source checkout's shared data: ``shared/data`` beside the checkout (this workplace, CI's clean clone).
+_CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT_DATA_ROOT = _CHECKOUT.parent / "shared" / "data" if (_CHECKOUT / "pyproject.toml").is_file() else None
+_VARIABLE_PREFIXES = (f"${DATA_DIR_VARIABLE}", f"${{{DATA_DIR_VARIABLE}}}")
 
 
 def data_root() -> Path:
-    """Where datasets live unless configured: ``$HTR_DATA_DIR``, else ``~/.cache/htr/data``."""
-    return Path(os.environ.get("HTR_DATA_DIR") or DEFAULT_DATA_ROOT)
+    """Where datasets live: ``$HTR_DATA_DIR``; else ``shared/data`` beside a source checkout when it exists;
+    else ``~/.cache/htr/data`` (where downloads go)."""
+    if configured := os.environ.get(DATA_DIR_VARIABLE):
+        return Path(configured)
+    if CHECKOUT_DATA_ROOT is not None and CHECKOUT_DATA_ROOT.is_dir():
+        return CHECKOUT_DATA_ROOT
+    return DEFAULT_DATA_ROOT
+
+
+def data_path(path: str) -> str:
+    """``path`` with a leading ``$HTR_DATA_DIR`` (or ``${HTR_DATA_DIR}``) replaced by ``data_root()``, so that a
+    config names its data once for every machine (``$HTR_DATA_DIR/poilus/pages``); any other path is unchanged.
+
+    A string, not a ``Path``: data sources may be globs (``$HTR_DATA_DIR/exports/*/lines``).
+    """
+    for prefix in _VARIABLE_PREFIXES:
+        rest = path.removeprefix(prefix)
+        if rest != path and (not rest or rest[0] in "/\\"):
+            return str(data_root()) + rest
+    return path
 
 
 class DatasetUnavailableError(FileNotFoundError):

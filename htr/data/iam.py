@@ -29,7 +29,7 @@ import numpy as np
 
 from htr.data.datamodule import STAGES, TextImageDataModule
 from htr.data.dataset import Sample
-from htr.data.download import DatasetUnavailableError, data_root
+from htr.data.download import DatasetUnavailableError, data_path, data_root
 from htr.data.sampler import BucketBatchSampler
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,8 @@ class IAMDataModule(TextImageDataModule):
     """IAM words or lines, with the RWTH or official split lists, or a writer-disjoint split.
 
     Args:
-        data_dir: the IAM folder; default ``$HTR_DATA_DIR/iam``. IAM archives found there are unpacked.
+        data_dir: the IAM folder (may start with ``$HTR_DATA_DIR``, see ``download.data_path``); default
+            ``$HTR_DATA_DIR/iam``. IAM archives found there are unpacked.
         level: recognize ``lines`` or ``words``.
         split: ``rwth`` (RWTH/Aachen lists, the usual one for published line results), ``official`` (IAM's
             large writer-independent line task; val = validationset1 + validationset2), ``writers`` (a
@@ -299,7 +300,7 @@ class IAMDataModule(TextImageDataModule):
         super().__init__(skip_bad=skip_bad, **kwargs)
         if len(writer_fractions) != 3 or min(writer_fractions) < 0 or abs(sum(writer_fractions) - 1) > 1e-6:
             raise ValueError(f"writer_fractions must be three non-negative fractions summing to 1: {writer_fractions}")
-        self.data_dir = Path(data_dir) if data_dir else data_root() / "iam"
+        self.data_dir = Path(data_path(data_dir)) if data_dir else data_root() / "iam"
         self.level = level
         self.split = split
         self.writer_fractions = writer_fractions

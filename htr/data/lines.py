@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from htr.data.documents import DocumentDataModule, DocumentSample, document_id
+from htr.data.download import data_path
 from htr.data.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class LineFolderDataModule(DocumentDataModule):
     Args:
         lines: sources: folders of line images with ``<stem>.gt.txt``, read with their subfolders (flat exports and
             ``<source>/<page>/<line>`` trees alike), ``.tsv``/``.csv`` manifests, or globs of them
-            (``exports/*/lines``, ``data/**/*.tsv``).
+            (``exports/*/lines``, ``data/**/*.tsv``); one may start with ``$HTR_DATA_DIR`` (``download.data_path``).
         group_by: what a document is, which the split keeps on one side: ``file``, the image's stem without
             ``page_suffix`` (``will_0006_l03`` -> ``will_0006``); ``page``, its folder below the source's root
             (``timeus/FRAN_0025_0073_L-0``); ``source``, the first folder level below the root (``timeus``). The
@@ -174,7 +175,7 @@ class LineFolderDataModule(DocumentDataModule):
 
     def __init__(self, lines: list[str], group_by: GroupBy = "file", page_suffix: str = LINE_SUFFIX, **kwargs) -> None:
         super().__init__(page_suffix=page_suffix, **kwargs)
-        self.lines = lines
+        self.lines = [data_path(source) for source in lines]
         self.group_by = group_by
 
     def document_samples(self) -> list[DocumentSample]:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from htr.data import line_cut
 from htr.data.documents import DocumentDataModule, DocumentSample
+from htr.data.download import data_path
 from htr.data.page_xml import BadPageError, BadPagesError, Page, PageLine, find_xml, parse_page
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ class PageDataModule(DocumentDataModule):
     """Text lines of ALTO or PAGE XML pages, cut from their page images and cached, split by document.
 
     Args:
-        xml: XML sources: folders (their ``*.xml``), globs (``data/**/*.xml``) or list files (one path a line).
+        xml: XML sources: folders (their ``*.xml``), globs (``data/**/*.xml``) or list files (one path a line);
+            one may start with ``$HTR_DATA_DIR`` (``download.data_path``), as may ``image_dirs``.
         image_dirs: folders to look for a page's image in when it is not beside its XML (by the name the XML
             gives, or the XML's stem); a relative one from the XML's folder first (``../jpg`` for ``alto/`` beside
             ``jpg/``), then from the working directory.
@@ -101,8 +103,8 @@ class PageDataModule(DocumentDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.xml = xml
-        self.image_dirs = image_dirs or []
+        self.xml = [data_path(source) for source in xml]
+        self.image_dirs = [data_path(folder) for folder in image_dirs or []]
         self.cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
         self.line_types = line_types
         self.region_types = region_types
