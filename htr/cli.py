@@ -12,7 +12,7 @@ from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from htr import tracking
 from htr.checkpoint import CheckpointError, ResumeError
-from htr.console import EpochLines, quiet_third_party
+from htr.console import EpochLines, quiet_third_party, set_verbose
 from htr.data.datamodule import TextImageDataModule
 from htr.data.download import DatasetUnavailableError
 from htr.data.images import BadImageError, UnusableDataError
@@ -143,13 +143,15 @@ def main(args: ArgsType = None) -> HTRCLI | None:
 
 def run(args: Sequence[str] | None = None) -> None:
     """The ``htr`` console script: an expected failure prints one ``htr: error: ...`` line (what, where, what to
-    do) and exits with status 1; its traceback only with ``--verbose`` or ``HTR_DEBUG=1``.
+    do) and exits with status 1; its traceback only with ``--verbose`` or ``HTR_DEBUG=1``, which also let native
+    libraries print (``htr.console.quiet_native_output``).
 
     (``sys.exit(main())`` would print the returned CLI and exit with status 1.)
     """
     argv = list(sys.argv[1:] if args is None else args)
     verbose = "--verbose" in argv or os.environ.get("HTR_DEBUG") == "1"
     argv = [arg for arg in argv if arg != "--verbose"]
+    set_verbose(verbose)  # native libraries' notices (KenLM's) show too
     if args is None:
         sys.argv[1:] = argv  # LightningCLI warns when given args while sys.argv holds some
     try:

@@ -5,17 +5,22 @@ A log of ``make train > log 2>&1`` was mostly tqdm redraws (``\\r``) and tips; `
 ``enable_progress_bar`` default (``stdout.isatty()``, where Lightning's tqdm draws; set by ``htr.cli.build_cli``)
 make it one line per epoch.
 ``quiet_third_party`` drops a short list of named warnings and log records, each matched by its message, so that
-everything else (new warnings included) still shows.
+everything else (new warnings included) still shows. ``quiet_native_output`` keeps what C++ libraries write
+straight to the process's file descriptors (KenLM's notice and progress bar when it reads an ARPA file) off the
+terminal, unless ``--verbose``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import re
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -71,6 +76,65 @@ def quiet_third_party() -> None:
     for name, record_filter in _RECORD_FILTERS.items():
         logging.getLogger(name).addFilter(record_filter)  # a filter already there is not added again
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+_verbose = False
+
+
+def set_verbose(verbose: bool) -> None:
+    """``--verbose``: let native libraries print (``quiet_native_output`` stands aside), as ``HTR_DEBUG=1`` does."""
+    global _verbose
+    _verbose = verbose
+
+
+def is_verbose() -> bool:
+    return _verbose or os.environ.get("HTR_DEBUG") == "1"
+
+
+def _flush_native_stdio() -> None:
+    """Flushes C's stdio buffers, so that what native code wrote goes where its file descriptor points now."""
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to call (Windows: msvcrt), nothing to flush
+        pass
+
+
+@contextlib.contextmanager
+def quiet_native_output() -> Iterator[None]:
+    """While the block runs, file descriptors 1 and 2 (stdout, stderr) point to the null device, so that what C or
+    C++ code prints there (KenLM, flashlight) does not reach the terminal; with ``--verbose`` it does nothing.
+
+    Python's ``sys.stdout``/``sys.stderr`` are flushed first, so nothing written before is lost; what anything
+    (other threads, a line-buffered Python print) writes to the two descriptors during the block is: keep the
+    block to the native call.
+    """
+    if is_verbose():
+        yield
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or replaced stream
+            stream.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no stdout or stderr to silence (a daemon)
+        yield
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        try:
+            yield
+        finally:
+            _flush_native_stdio()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
 
 
 class EpochLines(Callback):

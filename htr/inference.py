@@ -15,7 +15,7 @@ from htr.alphabet import Alphabet
 from htr.checkpoint import read_checkpoint
 from htr.data.collate import pad_images
 from htr.data.images import load_gray
-from htr.decoding import GREEDY, Decoder, Transcription, decode
+from htr.decoding import GREEDY, ConfidenceMap, Decoder, Transcription, decode
 from htr.lit_module import HTRLitModule
 from htr.models.crnn import CRNN
 from htr.preprocessing import Preprocessing
@@ -50,6 +50,8 @@ class Recognizer:
             when None.
         decoder: greedy when None.
         temperature: divides the logits (fitted after training, see ``htr.calibration``).
+        calibration: maps line, word and character scores to calibrated confidences (fitted with the
+            temperature); the scores as they are when None.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class Recognizer:
         preprocessing: Preprocessing | None = None,
         decoder: Decoder | None = None,
         temperature: float = 1.0,
+        calibration: ConfidenceMap | None = None,
     ) -> None:
         if isinstance(net, CRNN):
             self.net: CRNN | Network = net.fused().eval()
@@ -69,10 +72,14 @@ class Recognizer:
         self.preprocessing = preprocessing or Preprocessing(height=net.height)
         self.decoder = decoder or GREEDY
         self.temperature = temperature
+        self.calibration = calibration
 
     @classmethod
     def from_lit_module(cls, module: HTRLitModule) -> Recognizer:
-        return cls(module.net, module.alphabet.chars, module.preprocessing, module.decoder, float(module.temperature))
+        return cls(
+            module.net, module.alphabet.chars, module.preprocessing, module.decoder, float(module.temperature),
+            module.confidence_map,
+        )  # fmt: skip
 
     @property
     def height(self) -> int:
@@ -95,7 +102,8 @@ class Recognizer:
 
     @torch.inference_mode()
     def transcribe(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[Transcription]:
-        """One ``Transcription`` (``.text``, ``.confidence``, ``.char_confidences``) per image, in order."""
+        """One ``Transcription`` (``.text``, ``.confidence``, ``.char_confidences``, ``.word_confidences``) per
+        image, in order."""
         if isinstance(images, (str, Path, Image.Image, np.ndarray)):
             images = [images]
         return self.transcribe_tensors([self.preprocess(image) for image in images], batch_size)
@@ -112,7 +120,8 @@ class Recognizer:
             batch, widths = pad_images([tensors[i] for i in chunk])
             logits = self._forward(batch, widths)
             lengths = self.net.output_lengths(widths)
-            results.update(zip(chunk, decode(logits, lengths, self.alphabet, self.decoder, self.temperature)))
+            found = decode(logits, lengths, self.alphabet, self.decoder, self.temperature, self.calibration)
+            results.update(zip(chunk, found))
         return [results[i] for i in range(len(tensors))]
 
 

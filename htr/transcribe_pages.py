@@ -51,7 +51,11 @@ class TranscribedPage:
 
 
 def transcribe_page(
-    recognizer: Recognizer, xml_path: Path | str, output_dir: Path | str | None = None, batch_size: int = 32
+    recognizer: Recognizer,
+    xml_path: Path | str,
+    output_dir: Path | str | None = None,
+    batch_size: int = 32,
+    mark_below: float | None = None,
 ) -> TranscribedPage:
     """Recognise every line of an ALTO or PAGE page and, with ``output_dir``, write the XML with the new text there.
 
@@ -60,6 +64,8 @@ def transcribe_page(
         xml_path: the page's XML; its image is the one it names, else the file with its stem beside it.
         output_dir: folder for the copy (same file name); it must not be the XML's own folder.
         batch_size: lines per forward pass.
+        mark_below: lines whose confidence is under it are tagged for review in the copy
+            (``htr.page_output.write_page_xml``).
 
     Raises:
         BadPageError: the XML is malformed, not ALTO/PAGE, or its image is missing or cannot be decoded.
@@ -74,8 +80,10 @@ def transcribe_page(
         except BadPageError as problem:
             problems.append(problem)
     results = recognizer.transcribe(images, batch_size) if images else []
-    predictions = {i: LinePrediction(r.text, r.confidence, r.char_confidences) for i, r in zip(ids, results)}
-    output = write_page_xml(page.xml_path, predictions, output_dir) if output_dir is not None else None
+    predictions = {
+        i: LinePrediction(r.text, r.confidence, r.char_confidences, r.word_confidences) for i, r in zip(ids, results)
+    }
+    output = write_page_xml(page.xml_path, predictions, output_dir, mark_below) if output_dir is not None else None
     return TranscribedPage(page, predictions, problems, output)
 
 
@@ -91,10 +99,11 @@ def transcribe_xml_files(
     output_dir: Path | str | None,
     writer: RecordWriter,
     batch_size: int = 32,
+    mark_below: float | None = None,
 ) -> int:
     """``htr transcribe`` on XML pages: each line's record goes to ``writer`` (path ``<xml>#<line id>``) and, with
-    ``output_dir``, each page's transcribed copy is written there. Unusable pages and lines are reported on
-    stderr and skipped, so one bad page does not stop a folder.
+    ``output_dir``, each page's transcribed copy is written there, lines under ``mark_below`` tagged for review.
+    Unusable pages and lines are reported on stderr and skipped, so one bad page does not stop a folder.
 
     Returns:
         The number of pages and lines that could not be transcribed.
@@ -102,7 +111,7 @@ def transcribe_xml_files(
     failed = 0
     for path in find_xml(sources):
         try:
-            result = transcribe_page(recognizer, path, output_dir, batch_size)
+            result = transcribe_page(recognizer, path, output_dir, batch_size, mark_below)
         except (BadPageError, ValueError) as error:  # ValueError: output_dir is the input's own folder
             print(f"htr transcribe: skipped {error}", file=sys.stderr)
             failed += 1
@@ -111,6 +120,6 @@ def transcribe_xml_files(
             print(f"htr transcribe: skipped {problem}", file=sys.stderr)
         failed += len(result.problems)
         for line_id, prediction in result.predictions.items():
-            chars = tuple(prediction.char_confidences or ())
-            writer.write(Path(f"{path}#{line_id}"), Transcription(prediction.text, prediction.confidence, chars))
+            chars, words = tuple(prediction.char_confidences or ()), tuple(prediction.word_confidences or ())
+            writer.write(Path(f"{path}#{line_id}"), Transcription(prediction.text, prediction.confidence, chars, words))
     return failed
