@@ -6,10 +6,15 @@ any string can come out and the model scores each character (flashlight's ``Lexi
 letters of a line must spell lexicon words (``LexiconDecoder`` over a trie of spellings), while spaces, digits and
 punctuation stay free.
 
-Confidences are those of ``GreedyDecoder``, read off the best alignment of the chosen text (flashlight returns the
-class of every time step): the line's is that alignment's probability, a character's the highest probability of
-its class over the steps that emit it. They measure the optical model alone, so a temperature calibrated on greedy
-output keeps its meaning and a beam of width 1 without a language model returns exactly what greedy does.
+Confidences measure the optical model alone, as for ``GreedyDecoder``, so a calibration fitted on greedy output
+keeps its meaning and a beam of width 1 without a language model returns exactly what greedy does: ``decode`` scores
+the chosen text's line confidence with the optical model's CTC forward score (every alignment of that text, per
+character), and a character's is the highest probability of its class over the steps that emit it in the best
+alignment flashlight returns (the class of every time step). The language model's own score does not enter: a
+line it made likely but the image does not support stays unsure.
+
+KenLM prints a notice and a progress bar to the process's stdout and stderr while it reads an ARPA file; they stay
+off the terminal (``htr.quiet.quiet_native_output``) unless ``--verbose``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from flashlight.lib.text.dictionary import Dictionary
 from htr.alphabet import BLANK, Alphabet
 from htr.decoding import DecodedPath, Decoder
 from htr.lm import lm_token
+from htr.quiet import quiet_native_output
 
 BLANK_TOKEN = "<blank>"  # the LM never sees it; flashlight's dictionary needs a name for every class
 FILE_ARGUMENTS = ("lm", "lexicon")  # init arguments that name files
@@ -108,7 +114,11 @@ class BeamSearchDecoder(Decoder):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"BeamSearchDecoder {name}: no file at {path}")
         tokens = [BLANK_TOKEN, *map(lm_token, alphabet.chars)]
-        language_model: LM = ZeroLM() if self.lm is None else KenLM(self.lm, Dictionary(tokens))
+        if self.lm is None:
+            language_model: LM = ZeroLM()
+        else:
+            with quiet_native_output():  # "Loading the LM will be faster if you build a binary file", 100 stars
+                language_model = KenLM(self.lm, Dictionary(tokens))
         num_classes = alphabet.num_classes
         space = alphabet.encode(" ")[0] if " " in alphabet.chars else BLANK
         # KenLM scores in log10; the emissions are natural logs

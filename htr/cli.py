@@ -118,13 +118,16 @@ def main(args: Sequence[str] | None = None) -> Any:
 
 def run(args: Sequence[str] | None = None) -> None:
     """The ``htr`` console script: an expected failure prints one ``htr: error: ...`` line (what, where, what to
-    do) and exits with status 1; its traceback only with ``--verbose`` or ``HTR_DEBUG=1``.
+    do) and exits with status 1; its traceback only with ``--verbose`` or ``HTR_DEBUG=1``, which also let native
+    libraries print (``htr.quiet.quiet_native_output``).
 
     (``sys.exit(main())`` would print the returned CLI and exit with status 1.)
     """
     argv = list(sys.argv[1:] if args is None else args)
     verbose = "--verbose" in argv or os.environ.get("HTR_DEBUG") == "1"
     argv = [arg for arg in argv if arg != "--verbose"]
+    if verbose:
+        os.environ["HTR_DEBUG"] = "1"  # native libraries' notices (KenLM's) show too
     if args is None:
         sys.argv[1:] = argv  # LightningCLI warns when given args while sys.argv holds some
     try:

@@ -5,7 +5,8 @@ A log of ``make train > log 2>&1`` was mostly tqdm redraws (``\\r``) and tips; `
 ``enable_progress_bar`` default (``stdout.isatty()``, where Lightning's tqdm draws; set by ``htr.cli.build_cli``)
 make it one line per epoch.
 ``quiet_third_party`` drops a short list of named warnings and log records, each matched by its message, so that
-everything else (new warnings included) still shows.
+everything else (new warnings included) still shows. What C++ libraries write straight to the process's file
+descriptors is kept quiet by ``htr.quiet``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Both formats hold the batch-independent forward ``(images (N, 1, H, W), widths (N,)) -> logits (T, N, C)`` with
 dynamic batch size and width, and as metadata what a reader needs to prepare images and decode the logits as htr
-does: preprocessing, charset, temperature, time stride and the htr version. Decoding stays outside the graph
-(``htr.decoding``), so greedy and beam search serve an exported model alike.
+does: preprocessing, charset, temperature, confidence calibration, time stride and the htr version. Decoding stays
+outside the graph (``htr.decoding``), so greedy and beam search serve an exported model alike.
 
     htr export --model models:/htr-captcha@champion --format onnx --output captcha.onnx
 """
@@ -24,7 +24,7 @@ import onnx
 import onnxruntime
 import torch
 
-from htr.decoding import Decoder
+from htr.decoding import ConfidenceMap, Decoder
 from htr.inference import Recognizer, traced
 from htr.models.crnn import CRNN
 from htr.preprocessing import Preprocessing
@@ -35,11 +35,14 @@ INPUT_NAMES = ["images", "widths"]
 OUTPUT_NAME = "logits"
 DYNAMIC_AXES = {"images": {0: "batch", 3: "width"}, "widths": {0: "batch"}, "logits": {0: "time", 1: "batch"}}
 METADATA_KEYS = ("preprocessing", "charset", "temperature", "time_stride", "htr_version")
+# Metadata that files exported before it existed lack: their confidences stay uncalibrated scores.
+OPTIONAL_METADATA_KEYS = ("confidence_calibration",)
 
 
 def metadata(recognizer: Recognizer) -> dict[str, str]:
     """What an exported file carries besides the graph, as strings (ONNX ``metadata_props``, TorchScript
-    ``_extra_files``): preprocessing as JSON of ``Preprocessing.to_dict()``, charset, temperature, time stride."""
+    ``_extra_files``): preprocessing as JSON of ``Preprocessing.to_dict()``, charset, temperature, the confidence
+    calibration as JSON rows of ``ConfidenceMap`` (line, word, char: scale, bias), time stride."""
     try:
         htr_version = version("htr")
     except PackageNotFoundError:  # run from a checkout that is not installed
@@ -48,6 +51,7 @@ def metadata(recognizer: Recognizer) -> dict[str, str]:
         "preprocessing": json.dumps(recognizer.preprocessing.to_dict()),
         "charset": recognizer.alphabet.chars,
         "temperature": repr(float(recognizer.temperature)),
+        "confidence_calibration": json.dumps([list(level) for level in recognizer.calibration or ConfidenceMap()]),
         "time_stride": str(recognizer.net.time_stride),
         "htr_version": htr_version,
     }
@@ -101,9 +105,10 @@ def export(recognizer: Recognizer, path: str | Path, format: Format) -> None:
 
 def read_torchscript_metadata(path: str | Path) -> dict[str, str]:
     """The metadata that ``export_torchscript`` stored in a file."""
-    extra = dict.fromkeys(METADATA_KEYS, "")
+    extra = dict.fromkeys(METADATA_KEYS + OPTIONAL_METADATA_KEYS, "")
     torch.jit.load(str(path), _extra_files=extra)
-    return {key: value.decode() if isinstance(value, bytes) else value for key, value in extra.items()}
+    found = {key: value.decode() if isinstance(value, bytes) else value for key, value in extra.items()}
+    return {key: value for key, value in found.items() if value or key not in OPTIONAL_METADATA_KEYS}
 
 
 class OnnxNetwork:
@@ -154,11 +159,15 @@ def load_onnx(model: str | Path | bytes, decoder: Decoder | None = None) -> Reco
         raise FileNotFoundError(f"no ONNX model at {model}")
     network = OnnxNetwork(model)
     found = network.metadata
-    return Recognizer(network, found["charset"], network.preprocessing, decoder, float(found["temperature"]))
+    calibration = found.get("confidence_calibration")
+    return Recognizer(
+        network, found["charset"], network.preprocessing, decoder, float(found["temperature"]),
+        ConfidenceMap.from_values(json.loads(calibration)) if calibration else None,
+    )  # fmt: skip
 
 
 def to_onnx(recognizer: Recognizer) -> Recognizer:
-    """The same model run by onnxruntime: exported in memory, same preprocessing, decoder and temperature."""
+    """The same model run by onnxruntime: exported in memory, same preprocessing, decoder and calibration."""
     graph = io.BytesIO()
     export_onnx(recognizer, graph)
     return load_onnx(graph.getvalue(), recognizer.decoder)
@@ -172,7 +181,7 @@ def main(args: Sequence[str] | None, load_model: Callable[..., Recognizer]) -> N
     parser = argparse.ArgumentParser(
         prog="htr export",
         description="Export a trained model's network (images, widths) -> CTC logits with dynamic batch and width, "
-        "and its preprocessing, charset, temperature and time stride as metadata (ONNX metadata_props, "
+        "and its preprocessing, charset, confidence calibration and time stride as metadata (ONNX metadata_props, "
         "TorchScript extra files). `htr transcribe --model FILE.onnx` and htr.load_model run an ONNX export.",
     )
     parser.add_argument(

@@ -14,7 +14,7 @@ from PIL import Image
 from htr.alphabet import Alphabet
 from htr.data.collate import pad_images
 from htr.data.images import load_gray
-from htr.decoding import GREEDY, Decoder, Transcription, decode
+from htr.decoding import GREEDY, ConfidenceMap, Decoder, Transcription, decode
 from htr.models.crnn import CRNN
 from htr.preprocessing import Preprocessing
 from htr.reader import ModelSpec, read_model
@@ -49,6 +49,8 @@ class Recognizer:
             when None.
         decoder: greedy when None.
         temperature: divides the logits (fitted after training, see ``htr.calibration``).
+        calibration: maps line, word and character scores to calibrated confidences (fitted with the
+            temperature); the scores as they are when None.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class Recognizer:
         preprocessing: Preprocessing | None = None,
         decoder: Decoder | None = None,
         temperature: float = 1.0,
+        calibration: ConfidenceMap | None = None,
     ) -> None:
         if isinstance(net, CRNN):
             self.net: CRNN | Network = net.fused().eval()
@@ -68,12 +71,16 @@ class Recognizer:
         self.preprocessing = preprocessing or Preprocessing(height=net.height)
         self.decoder = decoder or GREEDY
         self.temperature = temperature
+        self.calibration = calibration
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, device: str | torch.device = "cpu") -> Recognizer:
         """The model that ``spec`` describes (``htr.reader``), its weights on ``device``."""
         net = spec.build_net().to(device)
-        return cls(net, spec.charset, spec.build_preprocessing(), spec.build_decoder(), spec.temperature)
+        return cls(
+            net, spec.charset, spec.build_preprocessing(), spec.build_decoder(), spec.temperature,
+            spec.build_calibration(),
+        )  # fmt: skip
 
     @property
     def height(self) -> int:
@@ -96,7 +103,8 @@ class Recognizer:
 
     @torch.inference_mode()
     def transcribe(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[Transcription]:
-        """One ``Transcription`` (``.text``, ``.confidence``, ``.char_confidences``) per image, in order."""
+        """One ``Transcription`` (``.text``, ``.confidence``, ``.char_confidences``, ``.word_confidences``) per
+        image, in order."""
         if isinstance(images, (str, Path, Image.Image, np.ndarray)):
             images = [images]
         return self.transcribe_tensors([self.preprocess(image) for image in images], batch_size)
@@ -113,7 +121,8 @@ class Recognizer:
             batch, widths = pad_images([tensors[i] for i in chunk])
             logits = self._forward(batch, widths)
             lengths = self.net.output_lengths(widths)
-            results.update(zip(chunk, decode(logits, lengths, self.alphabet, self.decoder, self.temperature)))
+            found = decode(logits, lengths, self.alphabet, self.decoder, self.temperature, self.calibration)
+            results.update(zip(chunk, found))
         return [results[i] for i in range(len(tensors))]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from lightning import LightningModule
@@ -15,7 +15,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from htr.alphabet import Alphabet
 from htr.checkpoint import rebuild_schedules
 from htr.data.collate import Batch
-from htr.decoding import GREEDY, Decoder, Transcription, decode
+from htr.decoding import GREEDY, IDENTITY, ConfidenceMap, Decoder, Transcription, decode, decode_texts
 from htr.loading import read_source
 from htr.metrics import SequenceAccuracy
 from htr.models.crnn import CRNN
@@ -31,7 +31,7 @@ class HTRLitModule(LightningModule):
     """CTC training of a CRNN; reports CER, WER and exact-match accuracy as ``val/cer``, ``test/acc``...
 
     The checkpoint holds the charset, the network's configuration, the preprocessing, the decoder and the
-    confidence temperature, so it is all inference needs.
+    confidence calibration (temperature and ``ConfidenceMap``), so it is all inference needs.
 
     Args:
         net: the recognizer network; its ``num_classes`` must be ``len(charset) + 1``.
@@ -89,6 +89,8 @@ class HTRLitModule(LightningModule):
         # Divides the logits before softmax; fitted on validation data after fit (htr.calibration), saved with
         # the weights so that every copy of the model reports the same confidences.
         self.register_buffer("temperature", torch.tensor(1.0))
+        # The Platt scaling of line, word and character scores (htr.decoding.ConfidenceMap), fitted with it.
+        self.register_buffer("confidence_calibration", IDENTITY.to_tensor())
         self.nonfinite_loss = nonfinite_loss
         self.shortcut_weight = shortcut_weight
         self.optimizer_factory = optimizer
@@ -109,7 +111,14 @@ class HTRLitModule(LightningModule):
         """Transcriptions of a padded batch, with each sample's true width (``self.decoder`` when None)."""
         logits = self.net(images, widths)
         lengths = self.net.output_lengths(widths)
-        return decode(logits, lengths, self.alphabet, decoder or self.decoder, float(self.temperature))
+        return decode(
+            logits, lengths, self.alphabet, decoder or self.decoder, float(self.temperature), self.confidence_map
+        )
+
+    @property
+    def confidence_map(self) -> ConfidenceMap:
+        """The calibration of line, word and character confidences (identity until ``htr.calibration`` fits it)."""
+        return ConfidenceMap.from_values(cast(torch.Tensor, self.confidence_calibration))
 
     def _loss_is_finite(self, loss: torch.Tensor, batch: Batch) -> bool:
         """Whether every rank's training loss is finite; logs the skip or raises, as ``nonfinite_loss`` says.
@@ -150,7 +159,7 @@ class HTRLitModule(LightningModule):
         )  # fmt: skip
         if stage != "train":
             decoder = GREEDY if stage == "val" else self.decoder
-            texts = [t.text for t in decode(logits, input_lengths, self.alphabet, decoder, float(self.temperature))]
+            texts = decode_texts(logits, input_lengths, self.alphabet, decoder, float(self.temperature))
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             metrics.update(texts, batch.texts)
             self.log_dict(metrics, batch_size=len(batch), prog_bar=stage == "val")
@@ -176,6 +185,8 @@ class HTRLitModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Lightning loads these into the schedulers after configure_optimizers, which fits them to this run
         self._resumed_schedules = checkpoint.get("lr_schedulers", [])
+        # checkpoints written before the confidence map existed load with the identity
+        checkpoint.get("state_dict", {}).setdefault("confidence_calibration", IDENTITY.to_tensor())
 
     def configure_optimizers(self):  # noqa: ANN201 - Lightning accepts several return shapes
         optimizer = self.optimizer_factory(self.parameters())

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from htr.decoding import GREEDY, Decoder
+from htr.decoding import GREEDY, IDENTITY, ConfidenceMap, Decoder
 from htr.models.crnn import CRNN
 from htr.preprocessing import Preprocessing
 from htr.shipped import CARD_FORMAT, find_shipped, shipped_models
@@ -86,6 +86,7 @@ class ModelSpec:
         decoder: ``{"class_path": ..., "init_args": {...}}`` of the decoder; None: greedy. File arguments (a beam
             search's ``lm``, ``lexicon``) are paths that ``build_decoder`` opens.
         temperature: divides the logits before softmax (``htr.calibration``).
+        calibration: the confidence map's rows (line, word, char) of (scale, bias) (``htr.decoding.ConfidenceMap``).
         weights: the network's state dict.
         source: the file it was read from, named in errors.
     """
@@ -95,6 +96,7 @@ class ModelSpec:
     preprocessing: dict[str, Any]
     decoder: dict[str, Any] | None
     temperature: float
+    calibration: list[list[float]]
     weights: dict[str, torch.Tensor]
     source: Path
 
@@ -131,7 +133,12 @@ class ModelSpec:
             "net": self.net,
             "decoder": self.decoder,
             "temperature": self.temperature,
+            "calibration": self.calibration,
         }
+
+    def build_calibration(self) -> ConfidenceMap:
+        """How scores become calibrated confidences (the identity for a model fitted before calibration)."""
+        return ConfidenceMap.from_values(self.calibration)
 
 
 def _class(config: dict[str, Any], base: type, source: Path) -> type:
@@ -170,12 +177,14 @@ def checkpoint_spec(path: str | Path) -> ModelSpec:
     if not isinstance(net, dict):
         raise CheckpointError(path, "its net is not a class_path config; save it through `htr fit`")
     temperature = state.get("temperature")
+    calibration = state.get("confidence_calibration")
     return ModelSpec(
         charset=hparams["charset"],
         net=net,
         preprocessing=hparams.get("preprocessing") or {"height": net.get("init_args", {}).get("height", 32)},
         decoder=hparams.get("decoder"),
         temperature=1.0 if temperature is None else float(temperature),
+        calibration=(IDENTITY.to_tensor() if calibration is None else calibration).tolist(),
         weights={name[4:]: tensor for name, tensor in state.items() if name.startswith("net.")},
         source=Path(path),
     )
@@ -220,6 +229,7 @@ def card_spec(path: str | Path) -> ModelSpec:
         preprocessing=card["preprocessing"],
         decoder=decoder,
         temperature=float(card.get("temperature", 1.0)),
+        calibration=card.get("calibration") or IDENTITY.to_tensor().tolist(),
         weights=load(data),
         source=path,
     )

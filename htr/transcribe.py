@@ -1,10 +1,16 @@
-"""``htr transcribe``: the text of image files or folders, as tab-separated text, JSON Lines or CSV."""
+"""``htr transcribe``: the text of image files or folders, as tab-separated text, JSON Lines or CSV.
+
+For review, ``--below 0.8`` lists only the lines whose confidence is under 0.8 and ``--sort confidence`` lists the
+least confident first (after every image is read); on XML pages, ``--below`` also tags those lines in the written
+copies (``htr.page_output``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +22,7 @@ from htr.loading import load_model
 from htr.transcribe_pages import is_page_source, transcribe_xml_files
 
 OutputFormat = Literal["text", "jsonl", "csv"]
+SortOrder = Literal["input", "confidence"]
 
 
 class ModelLoadError(ValueError):
@@ -35,30 +42,67 @@ def _image_files(paths: Sequence[str]) -> list[Path]:
 
 
 class TranscriptionWriter:
-    """Writes one record per image as soon as it is transcribed.
+    """Writes one record per image as soon as it is transcribed, or, sorted by confidence, all at ``close``.
 
     ``text``: ``path<TAB>text<TAB>confidence``; ``jsonl``: one JSON object per line with ``path``, ``text``,
-    ``confidence`` and ``chars``, a list of ``{"char", "confidence"}``; ``csv``: a ``path,text,confidence`` header,
-    then quoted rows (texts may hold commas and quotes).
+    ``confidence``, ``chars``, a list of ``{"char", "confidence"}``, and ``words``, a list of ``{"word",
+    "confidence"}``; ``csv``: a ``path,text,confidence`` header, then quoted rows (texts may hold commas and quotes).
+
+    Args:
+        format: ``text``, ``jsonl`` or ``csv``.
+        stream: where the records go.
+        below: only records whose confidence is under it are written (the lines to check); all when None.
+        sort: ``input`` (as they come) or ``confidence`` (least confident first; ties in input order), which holds
+            the records back until ``close``.
     """
 
-    def __init__(self, format: OutputFormat, stream: TextIO) -> None:
+    def __init__(
+        self, format: OutputFormat, stream: TextIO, below: float | None = None, sort: SortOrder = "input"
+    ) -> None:
         self.format = format
         self.stream = stream
+        self.below = below
+        self.sort = sort
+        self._held: list[tuple[Path, Transcription]] = []
         self._csv = csv.writer(stream, lineterminator="\n")
         if format == "csv":
             self._csv.writerow(["path", "text", "confidence"])
 
     def write(self, path: Path, result: Transcription) -> None:
+        if self.below is not None and not result.confidence < self.below:
+            return
+        if self.sort == "confidence":
+            self._held.append((path, result))
+        else:
+            self._write(path, result)
+
+    def close(self) -> None:
+        """Writes the records held back for sorting; the writer takes no more after it."""
+        held, self._held = self._held, []
+        for path, result in sorted(held, key=lambda record: record[1].confidence):
+            self._write(path, result)
+
+    def _write(self, path: Path, result: Transcription) -> None:
         if self.format == "jsonl":
             chars = [{"char": c, "confidence": p} for c, p in zip(result.text, result.char_confidences)]
-            record = {"path": str(path), "text": result.text, "confidence": result.confidence, "chars": chars}
+            words = [{"word": w, "confidence": p} for w, p in result.words]
+            record = {
+                "path": str(path), "text": result.text, "confidence": result.confidence, "chars": chars,
+                "words": words,
+            }  # fmt: skip
             self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         elif self.format == "csv":
             self._csv.writerow([str(path), result.text, result.confidence])
         else:
             self.stream.write(f"{path}\t{result.text}\t{result.confidence:.4f}\n")
         self.stream.flush()
+
+
+def _probability(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"must be a confidence between 0 and 1, got {value}")
+    return number
 
 
 def _positive(value: str) -> int:
@@ -94,8 +138,8 @@ def main(args: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=_positive, default=32, help="images per forward pass (default 32)")
     parser.add_argument(
         "--format", choices=["text", "jsonl", "csv"], default="text",
-        help="text: path<TAB>text<TAB>confidence; jsonl: {path, text, confidence, chars: [{char, confidence}]} "
-        "per line; csv: path,text,confidence with a header (default text)",
+        help="text: path<TAB>text<TAB>confidence; jsonl: {path, text, confidence, chars: [{char, confidence}], "
+        "words: [{word, confidence}]} per line; csv: path,text,confidence with a header (default text)",
     )  # fmt: skip
     parser.add_argument(
         "--backend", choices=["torch", "onnx"], default=None,
@@ -108,7 +152,22 @@ def main(args: Sequence[str] | None = None) -> None:
     parser.add_argument("--beam-width", type=int, default=10, help="beam search hypotheses per step (default 10)")
     parser.add_argument("--lm", type=Path, help="a character n-gram ARPA file (`htr lm build`) for beam search")
     parser.add_argument("--lm-weight", type=float, default=0.5, help="weight of --lm against the model (default 0.5)")
+    parser.add_argument(
+        "--below", type=_probability, metavar="CONFIDENCE",
+        help="list only the lines whose confidence is under this (e.g. 0.8: the lines to check); on XML pages, "
+        "these lines are also tagged lowConfidence in the --output copies (ALTO TAGREFS, PAGE custom)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sort", choices=["input", "confidence"], default="input",
+        help="input: records in the order read (default); confidence: least confident first, written once all "
+        "are read",
+    )  # fmt: skip
+    parser.add_argument(
+        "--verbose", action="store_true", help="let the libraries print their notices too (KenLM's when it loads)"
+    )
     options = parser.parse_args(args)
+    if options.verbose:
+        os.environ["HTR_DEBUG"] = "1"  # htr.quiet.is_verbose
     if hasattr(sys.stdout, "reconfigure"):  # a file name that is not UTF-8 is written back as the bytes it has
         sys.stdout.reconfigure(errors="surrogateescape")
     if options.lm is not None and not options.lm.is_file():
@@ -123,11 +182,12 @@ def main(args: Sequence[str] | None = None) -> None:
         recognizer.decoder = BeamSearchDecoder(options.beam_width, options.lm, options.lm_weight)
     elif options.decoder == "greedy":
         recognizer.decoder = GREEDY
-    writer = TranscriptionWriter(options.format, sys.stdout)
+    writer = TranscriptionWriter(options.format, sys.stdout, options.below, options.sort)
     if any(map(is_page_source, options.images)):  # lines cut from their pages; records named <xml>#<line id>
         failed = transcribe_xml_files(
-            recognizer, options.images, options.output, writer, options.batch_size, options.image_dirs
+            recognizer, options.images, options.output, writer, options.batch_size, options.image_dirs, options.below
         )
+        writer.close()
         if failed:
             sys.exit(f"htr transcribe: {failed} page(s) or line(s) could not be transcribed")
         return
@@ -148,5 +208,6 @@ def main(args: Sequence[str] | None = None) -> None:
         if tensors:
             for path, result in zip(readable, recognizer.transcribe_tensors(tensors)):
                 writer.write(path, result)
+    writer.close()
     if failed:
         sys.exit(f"htr transcribe: {failed} of {len(files)} image(s) could not be read")

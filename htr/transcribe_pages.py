@@ -56,6 +56,7 @@ def transcribe_page(
     output_dir: Path | str | None = None,
     batch_size: int = 32,
     image_dirs: Sequence[Path | str] = (),
+    mark_below: float | None = None,
 ) -> TranscribedPage:
     """Recognise every line of an ALTO or PAGE page and, with ``output_dir``, write the XML with the new text there.
 
@@ -65,6 +66,8 @@ def transcribe_page(
         output_dir: folder for the copy (same file name); it must not be the XML's own folder.
         batch_size: lines per forward pass.
         image_dirs: other folders to look for the image in (``parse_page``), e.g. ``jpg/`` beside ``alto/``.
+        mark_below: lines whose confidence is under it are tagged for review in the copy
+            (``htr.page_output.write_page_xml``).
 
     Raises:
         BadPageError: the XML is malformed, not ALTO/PAGE, or its image is missing or cannot be decoded.
@@ -79,8 +82,10 @@ def transcribe_page(
         except BadPageError as problem:
             problems.append(problem)
     results = recognizer.transcribe(images, batch_size) if images else []
-    predictions = {i: LinePrediction(r.text, r.confidence, r.char_confidences) for i, r in zip(ids, results)}
-    output = write_page_xml(page.xml_path, predictions, output_dir) if output_dir is not None else None
+    predictions = {
+        i: LinePrediction(r.text, r.confidence, r.char_confidences, r.word_confidences) for i, r in zip(ids, results)
+    }
+    output = write_page_xml(page.xml_path, predictions, output_dir, mark_below) if output_dir is not None else None
     return TranscribedPage(page, predictions, problems, output)
 
 
@@ -97,11 +102,12 @@ def transcribe_xml_files(
     writer: RecordWriter,
     batch_size: int = 32,
     image_dirs: Sequence[Path | str] = (),
+    mark_below: float | None = None,
 ) -> int:
     """``htr transcribe`` on XML pages: each line's record goes to ``writer`` (path ``<xml>#<line id>``) and, with
-    ``output_dir``, each page's transcribed copy is written there; page images are looked for beside each XML, then
-    in ``image_dirs``. Unusable pages and lines are reported on stderr and skipped, so one bad page does not stop a
-    folder.
+    ``output_dir``, each page's transcribed copy is written there, lines under ``mark_below`` tagged for review; page
+    images are looked for beside each XML, then in ``image_dirs``. Unusable pages and lines are reported on stderr
+    and skipped, so one bad page does not stop a folder.
 
     Returns:
         The number of pages and lines that could not be transcribed.
@@ -109,7 +115,7 @@ def transcribe_xml_files(
     failed = 0
     for path in find_xml(sources):
         try:
-            result = transcribe_page(recognizer, path, output_dir, batch_size, image_dirs)
+            result = transcribe_page(recognizer, path, output_dir, batch_size, image_dirs, mark_below)
         except (BadPageError, ValueError) as error:  # ValueError: output_dir is the input's own folder
             print(f"htr transcribe: skipped {error}", file=sys.stderr)
             failed += 1
@@ -118,6 +124,6 @@ def transcribe_xml_files(
             print(f"htr transcribe: skipped {problem}", file=sys.stderr)
         failed += len(result.problems)
         for line_id, prediction in result.predictions.items():
-            chars = tuple(prediction.char_confidences or ())
-            writer.write(Path(f"{path}#{line_id}"), Transcription(prediction.text, prediction.confidence, chars))
+            chars, words = tuple(prediction.char_confidences or ()), tuple(prediction.word_confidences or ())
+            writer.write(Path(f"{path}#{line_id}"), Transcription(prediction.text, prediction.confidence, chars, words))
     return failed

@@ -48,6 +48,13 @@ def _restore_tracking_uri(_mlflow_store):
         mlflow.set_tracking_uri(uri)
 
 
+@pytest.fixture(autouse=True)
+def _not_verbose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--verbose`` sets HTR_DEBUG for the process (native libraries print, errors show tracebacks): a test that
+    passes it to ``main`` must not leave it set for the next."""
+    monkeypatch.setenv("HTR_DEBUG", "0")
+
+
 @pytest.fixture(scope="session")
 def captcha_files(tmp_path_factory) -> Path:
     """24 generated captcha-like PNGs named by label: for fast tests that need no real data."""

@@ -1,12 +1,14 @@
 import base64
 import copy
 import math
+import os
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
+from htr import quiet
 from htr.alphabet import Alphabet
 from htr.beam import BeamSearchDecoder
 from htr.decoding import GREEDY, decode
@@ -71,11 +73,21 @@ def test_confidences_are_read_off_the_chosen_alignment(char_lm):
     assert result.text == "the cat"
     assert result.char_confidences[4] == pytest.approx(float(probs[8, ALPHABET.encode("c")[0]]), rel=1e-5)
     assert result.char_confidences[5] == pytest.approx(float(probs[11, ALPHABET.encode("a")[0]]), rel=1e-5)
+    # the line's: the optical model's probability of the chosen text over all its alignments, per character
+    log_probs = _log_probs(steps).double()
+    nll = torch.nn.functional.ctc_loss(
+        log_probs, torch.tensor([ALPHABET.encode("the cat")]), torch.tensor([len(steps)]), torch.tensor([7]),
+        reduction="sum",
+    )  # fmt: skip
+    assert result.confidence == pytest.approx(math.exp(-float(nll) / 7), rel=1e-6)
     best_alignment = [*"t-h-e- -c-", "a", "a", "-", "t"]
-    expected = math.prod(
+    best_path = math.prod(
         float(probs[t, 0 if c == "-" else ALPHABET.encode(c)[0]]) for t, c in enumerate(best_alignment)
     )
-    assert result.confidence == pytest.approx(expected, rel=1e-4)
+    assert result.confidence > best_path ** (1 / 7)  # other alignments add to it
+    # the language model chose "c", which the image supports less than greedy's "e": the line is less sure
+    [greedy] = decode(_log_probs(steps), None, ALPHABET)
+    assert greedy.text == "the eat" and result.confidence < greedy.confidence
 
 
 def test_insertion_bonus_keeps_a_character_the_lm_would_drop(char_lm):
@@ -113,6 +125,30 @@ def test_survives_pickling_and_copies(char_lm):
     for clone in (pickle.loads(pickle.dumps(decoder)), copy.deepcopy(decoder)):
         assert repr(clone) == repr(decoder)
         assert _texts(log_probs, clone) == ["the cat"]
+
+
+def test_native_output_is_kept_off_the_terminal_unless_verbose(capfd, monkeypatch):
+    with quiet.quiet_native_output():
+        os.write(1, b"native stdout\n")
+        os.write(2, b"native stderr\n")
+    os.write(1, b"after\n")
+    assert capfd.readouterr() == ("after\n", "")
+    monkeypatch.setenv("HTR_DEBUG", "1")
+    with quiet.quiet_native_output():
+        os.write(2, b"shown\n")
+    assert capfd.readouterr() == ("", "shown\n")
+
+
+def test_loading_the_lm_prints_nothing_unless_verbose(char_lm, capfd, monkeypatch):
+    print("before", flush=True)
+    assert _texts(_log_probs(AMBIGUOUS), BeamSearchDecoder(beam_width=8, lm=char_lm, lm_weight=1.0)) == ["the cat"]
+    print("after", flush=True)
+    assert capfd.readouterr() == ("before\nafter\n", "")
+    monkeypatch.setenv("HTR_DEBUG", "1")  # htr --verbose
+    assert _texts(_log_probs(AMBIGUOUS), BeamSearchDecoder(beam_width=8, lm=char_lm, lm_weight=1.0)) == ["the cat"]
+    quiet._flush_native_stdio()
+    shown = "".join(capfd.readouterr())
+    assert "Loading the LM will be faster if you build a binary file" in shown and "*" * 100 in shown
 
 
 def test_fails_loudly_on_bad_arguments(tmp_path):

@@ -101,3 +101,31 @@ def test_prepare_text_names_a_missing_package_file(tmp_path):
     )
     assert done.returncode == 2 and f"no .deb at {missing}" in done.stderr
     assert not (tmp_path / "t").exists()
+
+
+def test_calibration_bench_reports_the_targets_of_captchas_and_of_lines():
+    import numpy as np
+    from bench_calibration import report, targets
+
+    from htr.calibration import Scored
+
+    def scored(confidence, errors, lengths, target, words=(0.99, 0.98)):
+        line = np.array(confidence)
+        word = np.array(words)
+        texts = [f"read{i}" for i in range(len(line))], [f"true{i}" for i in range(len(line))]
+        return Scored(line, np.array(errors) == 0, word, np.ones(2, bool), word, np.ones(2, bool), np.array(errors),
+                      np.array(lengths), -np.log(line), -np.log(word), -np.log(word), target,
+                      tuple(texts[0]), tuple(texts[1]))  # fmt: skip
+
+    # captchas: the one misreading is the least confident line
+    captchas = scored([0.99] * 18 + [0.97, 0.4], [0] * 19 + [1], [5] * 20, "exact")
+    test = report(captchas, captchas, captchas.line_confidence, bins=15)
+    assert test["misreadings"]["all_below_p10"] and test["misreadings"]["worst_ranked"][0]["read"] == "read19"
+    assert test["risk_coverage_cer"]["90%"] == 0.0 and test["auroc_line_error"] == 1.0
+    goals = targets(test)
+    assert goals["misreadings_below_p10_of_correct"]["met"] and goals["word_ece_after<=0.05"]["met"]
+    assert "line_ece_after<=0.05" in goals
+    # lines of text: the surer half holds no error
+    lines = scored([0.95, 0.9, 0.85, 0.6, 0.5, 0.3], [0, 0, 1, 4, 6, 10], [40] * 6, "cer")
+    goals = targets(report(lines, lines, lines.line_confidence, bins=15))
+    assert goals["cer_top50%<=cer_all/2"]["met"] and goals["spearman<=-0.5"]["met"]

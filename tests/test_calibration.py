@@ -11,18 +11,27 @@ import torch
 import htr
 from htr.alphabet import Alphabet
 from htr.calibration import (
+    MIN_SCALE,
     LogitBatch,
+    Scored,
     TemperatureCalibration,
     aligned_correct,
+    auroc,
     calibrate,
     ctc_nll,
+    edit_distance,
     expected_calibration_error,
+    fit_platt,
     fit_temperature,
+    line_target_for,
     plot_reliability,
+    plot_risk_coverage,
     score,
+    spearman,
     write_temperature,
 )
 from htr.cli import HTRCLI, main
+from htr.decoding import ConfidenceMap
 from htr.inference import Recognizer
 from htr.lit_module import HTRLitModule
 from tests.helpers import REPO_ROOT
@@ -86,11 +95,14 @@ def test_fitting_lowers_ece_of_an_overconfident_set():
     assert metrics["calibration/val_ece_char_after"] == after["char"]
 
 
-def test_temperature_fitted_on_held_out_data_lowers_ece_on_other_data():
-    temperature = fit_temperature(_overconfident(seed=1))
+def test_calibration_fitted_on_held_out_data_lowers_ece_on_other_data():
+    calibration = calibrate(_overconfident(seed=1), ALPHABET)
     other = _overconfident(seed=2)
-    before, after = score(other, ALPHABET, 1.0).ece(), score(other, ALPHABET, temperature).ece()
-    assert after["line"] < before["line"] / 3 and after["char"] < before["char"] / 3
+    before = score(other, ALPHABET, 1.0).ece()
+    after = score(other, ALPHABET, calibration.temperature, calibration.mapping).ece()
+    for level in ("line", "word", "char"):
+        assert after[level] < before[level] / 3, level
+    assert after["line"] < 0.05 and after["char"] < 0.05
 
 
 def test_error_free_set_is_sharpened_until_its_likelihood_is_one():
@@ -105,10 +117,80 @@ def test_calibrate_does_not_sharpen_without_an_error_to_learn_from():
     assert calibrate(_overconfident(seed=3), ALPHABET).temperature > 2  # with errors: fitted as before
 
 
-def test_reliability_diagram_draws_both_levels(tmp_path: Path):
+def test_words_align_like_characters_and_edit_distance_counts_edits():
+    assert aligned_correct(["the", "cat", "sat"], "the hat sat".split()) == [True, False, True]
+    assert edit_distance("kitten", "sitting") == 3 and edit_distance("", "abc") == 3
+
+
+def _platt(neg_logs: np.ndarray, mapping: tuple[float, float]) -> np.ndarray:
+    return np.array([ConfidenceMap.apply(mapping, float(s)) for s in neg_logs])
+
+
+def test_platt_fit_recovers_a_known_map():
+    rng = np.random.default_rng(0)
+    probabilities = rng.uniform(0.05, 0.999, 20000)  # the scores, as probabilities
+    truth = 1 / (1 + np.exp(-(2.0 * np.log(probabilities / (1 - probabilities)) - 1.0)))  # sigmoid(2 logit - 1)
+    correct = rng.uniform(size=truth.shape) < truth
+    scale, bias = fit_platt(-np.log(probabilities), correct)
+    assert scale == pytest.approx(2.0, abs=0.1) and bias == pytest.approx(-1.0, abs=0.1)
+
+
+def test_platt_fit_without_errors_keeps_the_order_below_the_smoothed_accuracy():
+    neg_logs = np.geomspace(1e-9, 0.05, 50)  # 50 sure lines, all read right
+    mapping = fit_platt(neg_logs, np.ones(50))
+    confidences = _platt(neg_logs, mapping)
+    assert mapping[0] >= MIN_SCALE
+    assert (np.diff(confidences) < 0).all()  # the surer, the higher
+    assert confidences.mean() == pytest.approx(51 / 52, abs=0.01) and confidences.max() < 1
+    assert fit_platt(np.array([]), np.array([])) == (1.0, 0.0)
+
+
+def test_lines_of_text_are_fitted_against_one_minus_their_cer():
+    assert line_target_for(["ab3de", "word", "a line of text"]) == "exact"
+    assert line_target_for(["a line", "another line", "word"]) == "cer"
+    scored = score(_overconfident(seed=4), ALPHABET, target="cer")
+    assert scored.target == "cer"
+    assert scored.line_target == pytest.approx(1 - scored.line_errors / 3)
+    assert calibrate(_overconfident(seed=4), ALPHABET, target="cer").after.ece()["line"] < scored.ece()["line"]
+
+
+def _scored(confidence: list[float], errors: list[int], lengths: list[int]) -> Scored:
+    line = np.array(confidence)
+    empty = np.array([])
+    return Scored(line, np.array(errors) == 0, empty, empty, empty, empty, np.array(errors), np.array(lengths),
+                  -np.log(line), empty, empty)  # fmt: skip
+
+
+def test_risk_coverage_auroc_and_spearman_of_a_known_ranking():
+    good = _scored([0.9, 0.8, 0.7, 0.6, 0.5], [0, 0, 1, 2, 5], [10] * 5)
+    assert good.risk_coverage([20, 40, 60, 100]) == pytest.approx({20: 0.0, 40: 0.0, 60: 1 / 30, 100: 8 / 50})
+    assert good.auroc() == 1.0 and good.spearman() < -0.97  # not -1: two lines tie at CER 0
+    bad = _scored([0.5, 0.6, 0.7, 0.8, 0.9], [0, 0, 1, 2, 5], [10] * 5)  # the worst lines surest
+    assert bad.auroc() == 0.0 and bad.spearman() > 0.97
+    assert bad.risk_coverage([20])[20] == 0.5
+    assert auroc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5  # a tie counts half
+    assert np.isnan(auroc(np.array([0.5, 0.6]), np.array([True, True])))
+    assert np.isnan(spearman(np.array([1.0, 2.0]), np.array([0.0, 0.0])))
+
+
+def test_calibration_metrics_hold_the_risk_coverage_table_and_its_figure(tmp_path: Path):
+    calibration = calibrate(_overconfident(seed=0), ALPHABET)
+    metrics = calibration.metrics("val")
+    assert [metrics[f"calibration/val_cer_top_{x}pct"] for x in range(10, 101, 10)] == list(
+        calibration.after.risk_coverage().values()
+    )
+    assert metrics["calibration/val_cer_top_10pct"] <= metrics["calibration/val_cer_top_100pct"]
+    assert metrics["calibration/val_auroc_line_error"] > 0.5 and metrics["calibration/val_spearman_conf_cer"] < 0
+    assert {f"calibration/{level}_{p}" for level in ("line", "word", "char") for p in ("scale", "bias")} <= set(metrics)
+    figure = plot_risk_coverage(calibration)
+    figure.savefig(tmp_path / "risk_coverage.png")
+    assert (tmp_path / "risk_coverage.png").stat().st_size > 0
+
+
+def test_reliability_diagram_draws_every_level(tmp_path: Path):
     figure = plot_reliability(calibrate(_overconfident(seed=0), ALPHABET))
     figure.savefig(tmp_path / "reliability.png")
-    assert len(figure.axes) == 4 and (tmp_path / "reliability.png").stat().st_size > 0
+    assert len(figure.axes) == 6 and (tmp_path / "reliability.png").stat().st_size > 0
 
 
 def test_write_temperature_replaces_only_the_buffer(tmp_path: Path):
@@ -117,6 +199,10 @@ def test_write_temperature_replaces_only_the_buffer(tmp_path: Path):
     write_temperature(path, 1.7)
     checkpoint = torch.load(path, weights_only=False)
     assert float(checkpoint["state_dict"]["temperature"]) == pytest.approx(1.7)
+    assert "confidence_calibration" not in checkpoint["state_dict"]
+    write_temperature(path, 1.7, ConfidenceMap(line=(0.5, 2.0)))
+    checkpoint = torch.load(path, weights_only=True)  # plain tensors
+    assert checkpoint["state_dict"]["confidence_calibration"].tolist() == [[0.5, 2.0], [1.0, 0.0], [1.0, 0.0]]
     assert checkpoint["epoch"] == 3 and torch.equal(checkpoint["state_dict"]["w"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["best.ckpt"]  # no temporary file left behind
 
@@ -152,6 +238,11 @@ def test_fit_writes_temperature_into_best_checkpoint_and_load_model_uses_it(capt
 
     recognizer = htr.load_model(best)
     assert recognizer.temperature == pytest.approx(temperature)
+    mapping = _calibration(cli).calibration.mapping
+    assert [v for level in recognizer.calibration for v in level] == pytest.approx(
+        [v for level in mapping for v in level]
+    )
+    assert (Path(cli.trainer.log_dir) / "figures" / "risk_coverage.png").stat().st_size > 0
     images = sorted(captcha_files.glob("*.png"))[:4]
     calibrated = recognizer.transcribe(images)
     module = HTRLitModule.load_from_checkpoint(best)
@@ -171,8 +262,10 @@ def test_registered_model_carries_temperature_and_run_has_calibration(captcha_fi
     client = MlflowClient(logger.tracking_uri)
     metrics = client.get_run(logger.run_id).data.metrics
     assert metrics["calibration/temperature"] == pytest.approx(temperature)
-    assert {f"calibration/val_ece_{level}_{when}" for level in ("line", "char") for when in ("before", "after")} <= set(
-        metrics
-    )
-    assert "figures/reliability.png" in [a.path for a in client.list_artifacts(logger.run_id, "figures")]
+    assert {
+        f"calibration/val_ece_{level}_{when}" for level in ("line", "word", "char") for when in ("before", "after")
+    } <= set(metrics)
+    assert {f"calibration/val_cer_top_{x}pct" for x in range(10, 101, 10)} <= set(metrics)  # the risk-coverage curve
+    figures = [a.path for a in client.list_artifacts(logger.run_id, "figures")]
+    assert {"figures/reliability.png", "figures/risk_coverage.png"} <= set(figures)
     assert htr.load_model(f"models:/{name}/1").temperature == pytest.approx(temperature)

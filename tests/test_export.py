@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from htr.cli import main
-from htr.decoding import decode
+from htr.decoding import ConfidenceMap, decode
 from htr.export import OnnxNetwork, read_torchscript_metadata
 from htr.lit_module import HTRLitModule
 from htr.loading import load_model
@@ -23,6 +23,7 @@ from htr.pyfunc import CHECKPOINT_ARTIFACT, MODEL_CONFIG, ONNX_ARTIFACT
 from tests.helpers import CAPTCHA_SYMBOLS, REPO_ROOT
 
 # (batch, padded width): widths below the padded one are drawn per sample, since the model masks by width.
+CALIBRATION = ConfidenceMap(line=(0.5, 1.0), word=(2.0, -0.5), char=(1.0, 0.25))  # float32-exact values
 SHAPES = [(1, 36), (3, 90), (8, 333), (64, 160)]
 
 
@@ -43,6 +44,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, captcha_files: Path) ->
     (path,) = root.glob("checkpoints/*.ckpt")
     saved = torch.load(path, map_location="cpu", weights_only=False)
     saved["state_dict"]["temperature"] = torch.tensor(1.5)
+    saved["state_dict"]["confidence_calibration"] = CALIBRATION.to_tensor()
     torch.save(saved, path)
     return path
 
@@ -113,6 +115,7 @@ def test_both_formats_carry_preprocessing_charset_temperature_and_stride(exporte
     assert Preprocessing.from_dict(json.loads(props["preprocessing"])) == Preprocessing(32, True, False, "whiten")
     assert props["charset"] == CAPTCHA_SYMBOLS
     assert float(props["temperature"]) == 1.5 and props["time_stride"] == "4"
+    assert json.loads(props["confidence_calibration"]) == [list(level) for level in CALIBRATION]
     assert props["htr_version"]
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
             for i in onnx.load(str(exported["onnx"])).graph.input}  # fmt: skip
@@ -127,11 +130,29 @@ def test_onnx_backend_transcribes_files_like_the_torch_backend(
     for recognizer in (load_model(exported["onnx"]), load_model(checkpoint, backend="onnx")):
         assert isinstance(recognizer.net, OnnxNetwork)
         assert recognizer.preprocessing == Preprocessing(32, True, False, "whiten") and recognizer.temperature == 1.5
+        assert recognizer.calibration == CALIBRATION
         found = recognizer.transcribe(files, batch_size=5)
         assert [r.text for r in found] == [r.text for r in expected]
         for a, b in zip(found, expected):
             assert a.confidence == pytest.approx(b.confidence, rel=1e-4, abs=1e-6)
             assert a.char_confidences == pytest.approx(b.char_confidences, rel=1e-4)
+            assert a.word_confidences == pytest.approx(b.word_confidences, rel=1e-4)
+
+
+def test_models_saved_before_the_confidence_map_load_uncalibrated(
+    checkpoint: Path, exported: dict[str, Path], tmp_path: Path
+):
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    del saved["state_dict"]["confidence_calibration"]
+    old = tmp_path / "old.ckpt"
+    torch.save(saved, old)
+    assert load_model(old).calibration == ConfidenceMap() and load_model(old).temperature == 1.5
+    model = onnx.load(str(exported["onnx"]))
+    kept = [p for p in model.metadata_props if p.key != "confidence_calibration"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    assert load_model(tmp_path / "old.onnx").calibration is None
 
 
 def test_backend_mismatches_are_refused(checkpoint: Path, exported: dict[str, Path], tmp_path: Path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,9 @@ from htr.inference import Recognizer
 from htr.models.crnn import CRNN
 from htr.preprocessing import Preprocessing
 from htr.transcribe import TranscriptionWriter
-from tests.helpers import CAPTCHA_SYMBOLS
+from tests.helpers import CAPTCHA_SYMBOLS, REPO_ROOT
 
-AWKWARD = Transcription('a,b"c d', 0.25, (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3))  # a comma, a quote and a space
+AWKWARD = Transcription('a,b"c d', 0.25, (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3), (0.5, 0.4))  # comma, quote, space
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +34,12 @@ def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _written(format: str, *results: tuple[Path, Transcription]) -> str:
+def _written(format: str, *results: tuple[Path, Transcription], **options) -> str:
     stream = io.StringIO()
-    writer = TranscriptionWriter(format, stream)  # type: ignore[arg-type]
+    writer = TranscriptionWriter(format, stream, **options)  # type: ignore[arg-type]
     for path, result in results:
         writer.write(path, result)
+    writer.close()
     return stream.getvalue()
 
 
@@ -50,7 +53,21 @@ def test_jsonl_holds_one_object_per_image_with_each_characters_confidence():
     assert first["path"] == "x/1.png" and first["text"] == 'a,b"c d' and first["confidence"] == 0.25
     assert [c["char"] for c in first["chars"]] == list('a,b"c d')
     assert [c["confidence"] for c in first["chars"]] == list(AWKWARD.char_confidences)
-    assert second == {"path": "2.png", "text": "", "confidence": 1.0, "chars": []}
+    assert [(w["word"], w["confidence"]) for w in first["words"]] == [('a,b"c', 0.5), ("d", 0.4)]
+    assert second == {"path": "2.png", "text": "", "confidence": 1.0, "chars": [], "words": []}
+
+
+def test_below_keeps_the_lines_to_check_and_sort_puts_the_least_sure_first():
+    results = [
+        (Path(f"{i}.png"), Transcription(f"t{i}", confidence)) for i, confidence in enumerate([0.9, 0.3, 0.8, 0.5])
+    ]
+    listed = [line.split("\t")[0] for line in _written("text", *results, below=0.8).splitlines()]
+    assert listed == ["1.png", "3.png"]  # under 0.8, in input order; 0.8 itself is not under
+    listed = [line.split("\t")[0] for line in _written("text", *results, sort="confidence").splitlines()]
+    assert listed == ["1.png", "3.png", "2.png", "0.png"]
+    records = [json.loads(line) for line in _written("jsonl", *results, below=0.85, sort="confidence").splitlines()]
+    assert [(r["path"], r["confidence"]) for r in records] == [("1.png", 0.3), ("3.png", 0.5), ("2.png", 0.8)]
+    assert _written("csv", *results, below=0.1) == "path,text,confidence\n"
 
 
 def test_csv_has_a_header_and_quotes_what_needs_quoting():
@@ -95,6 +112,34 @@ def test_command_writes_what_the_recognizer_finds(
         assert header == ["path", "text", "confidence"]
         assert [row[:2] for row in rows] == [[str(p), r.text] for p, r in zip(files, expected)]
         assert [float(row[2]) for row in rows] == pytest.approx([r.confidence for r in expected], rel=1e-5)
+
+
+@pytest.mark.parametrize("format", ["jsonl", "csv"])
+def test_command_lists_the_lines_under_a_confidence_least_sure_first(
+    format: str, onnx_model: Path, captcha_files: Path
+):
+    files = sorted(captcha_files.glob("*.png"))[:8]
+    found = dict(zip(map(str, files), load_onnx(onnx_model).transcribe(files)))
+    threshold = sorted(r.confidence for r in found.values())[4]  # the 4 least confident are under it
+    done = subprocess.run(
+        [sys.executable, "-m", "htr.cli", "transcribe", "--model", str(onnx_model), "--format", format,
+         "--below", str(threshold), "--sort", "confidence", *found],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    if format == "jsonl":
+        listed = [(r["path"], r["confidence"]) for r in map(json.loads, done.stdout.splitlines())]
+    else:
+        listed = [(row[0], float(row[2])) for row in list(csv.reader(io.StringIO(done.stdout)))[1:]]
+    expected = sorted(((p, r.confidence) for p, r in found.items() if r.confidence < threshold), key=lambda x: x[1])
+    assert [path for path, _ in listed] == [path for path, _ in expected] and len(listed) == 4
+    assert [c for _, c in listed] == pytest.approx([c for _, c in expected], rel=1e-5)
+
+
+def test_below_takes_only_a_confidence(onnx_model: Path, captcha_files: Path, capsys):
+    with pytest.raises(SystemExit):
+        main(["transcribe", "--model", str(onnx_model), "--below", "80", str(captcha_files)])
+    assert "between 0 and 1" in capsys.readouterr().err
 
 
 def test_models_that_do_not_load_are_one_error_line(onnx_model: Path, captcha_files: Path, tmp_path: Path, capsys):

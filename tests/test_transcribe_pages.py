@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,22 @@ def test_round_trip_puts_text_where_the_ground_truth_was(
         written = result.predictions[old.line_id].text
         # ALTO holds words (String) and spaces (SP), so runs of spaces come back as one
         assert new.text == (" ".join(written.split()) if before.format == "alto" else written)
+
+
+def test_low_lines_are_tagged_and_words_carry_their_confidences(
+    pages_dir: Path, recognizer: Recognizer, tmp_path: Path
+):
+    first = transcribe_page(recognizer, pages_dir / "doc1_p001.xml")  # ALTO
+    confidences = sorted(p.confidence for p in first.predictions.values())
+    threshold = (confidences[1] + confidences[2]) / 2  # two lines under it
+    result = transcribe_page(recognizer, pages_dir / "doc1_p001.xml", tmp_path, mark_below=threshold)
+    ns = {"a": "http://www.loc.gov/standards/alto/ns-v4#"}
+    lines = {e.get("ID"): e for e in ET.parse(result.output).iterfind(".//a:TextLine", ns)}
+    marked = {i for i, line in lines.items() if "htrLowConfidence" in line.get("TAGREFS", "").split()}
+    assert marked == {i for i, p in result.predictions.items() if p.confidence < threshold} and len(marked) == 2
+    for line_id, prediction in result.predictions.items():
+        written = [float(e.get("WC")) for e in lines[line_id].iterfind("a:String", ns) if e.get("CONTENT")]
+        assert written == pytest.approx(list(prediction.word_confidences or []), abs=1e-4)
 
 
 def test_lines_that_cannot_be_cut_keep_their_text(pages_dir: Path, recognizer: Recognizer, tmp_path: Path):

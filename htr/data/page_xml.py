@@ -25,6 +25,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _STRUCTURE_TYPE = re.compile(r"structure\s*\{[^}]*?\btype\s*:\s*([^;}]+)")
+# The ALTO tag htr.page_output puts on lines to review: a mark, not a line type.
+REVIEW_TAG_ID = "htrLowConfidence"
 
 
 class BadPageError(ValueError):
@@ -200,7 +202,12 @@ def _find_image(xml_path: Path, named: str | None, image_dirs: Sequence[Path | s
 
 
 def _parse_alto(xml_path: Path, root: ET.Element, image_dirs: Sequence[Path | str]) -> Page:
-    labels = {tag.get("ID"): tag.get("LABEL") for tags in _descendants(root, "Tags") for tag in tags}
+    labels = {
+        tag.get("ID"): tag.get("LABEL")
+        for tags in _descendants(root, "Tags")
+        for tag in tags
+        if tag.get("ID") != REVIEW_TAG_ID
+    }
     file_name = next(_descendants(root, "fileName"), None)
     pages = list(_descendants(root, "Page"))
     if len(pages) != 1:

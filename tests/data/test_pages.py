@@ -353,6 +353,94 @@ def test_page_output_adds_text_equiv_where_there_was_none(pages_dir: Path):
     assert out.count("<pc:TextEquiv") == 2  # the new one and sb's ground truth
 
 
+ALTO_NS = {"a": "http://www.loc.gov/standards/alto/ns-v4#"}
+
+
+def _alto_line(xml: bytes, line_id: str) -> ET.Element:
+    return next(e for e in ET.fromstring(xml).iterfind(".//a:TextLine", ALTO_NS) if e.get("ID") == line_id)
+
+
+def test_alto_words_take_their_own_confidences(pages_dir: Path):
+    data = (pages_dir / "doc1_p001.xml").read_bytes()
+    out = transcribed_xml(data, {"l1": LinePrediction("ab  cd", 0.7, [1.0] * 6, [0.25, 0.75])})
+    words = [(e.get("CONTENT"), e.get("WC")) for e in _alto_line(out, "l1") if e.tag.endswith("String")]
+    assert words == [("ab", "0.2500"), ("cd", "0.7500")]  # not the characters' mean
+
+
+def test_alto_lines_under_the_threshold_are_tagged_for_review(pages_dir: Path, tmp_path: Path):
+    source = pages_dir / "doc1_p001.xml"
+    predictions = {"l1": LinePrediction("low", 0.5), "l2": LinePrediction("high", 0.95)}
+    out = transcribed_xml(source.read_bytes(), predictions, source, mark_below=0.8)
+    tags = {e.get("ID"): e for e in ET.fromstring(out).iterfind("a:Tags/a:OtherTag", ALTO_NS)}
+    assert tags["htrLowConfidence"].get("LABEL") == "lowConfidence" and "0.8" in tags["htrLowConfidence"].get(
+        "DESCRIPTION"
+    )
+    assert {"LT1", "LT2", "BT1", "BT2"} <= set(tags)  # eScriptorium's types stay
+    assert _alto_line(out, "l1").get("TAGREFS") == "LT1 htrLowConfidence"  # after the type, which is read first
+    assert _alto_line(out, "l2").get("TAGREFS") == "LT1"
+    (tmp_path / source.name).write_bytes(out)
+    shutil.copy(parse_page(source).image_path, tmp_path)
+    assert [line.line_type for line in parse_page(tmp_path / source.name).lines] == [
+        line.line_type for line in parse_page(source).lines
+    ]  # a review mark is not a line type
+    # read again, better: the mark goes; the tag definition stays
+    again = transcribed_xml(out, {"l1": LinePrediction("low", 0.9)}, source, mark_below=0.8)
+    assert _alto_line(again, "l1").get("TAGREFS") == "LT1"
+    assert again.count(b'ID="htrLowConfidence"') == 1
+    assert transcribed_xml(source.read_bytes(), predictions, source) == transcribed_xml(
+        source.read_bytes(), predictions, source, mark_below=0.1
+    )  # nothing under it: nothing marked, no tag defined
+
+
+def test_alto_without_tags_gets_them_before_the_layout():
+    alto = (
+        '<alto xmlns="http://www.loc.gov/standards/alto/ns-v4#"><Description/><Layout><Page><PrintSpace><TextBlock>'
+        '<TextLine ID="x"/><TextLine ID="y" HPOS="1"><String CONTENT="old"/></TextLine>'
+        "</TextBlock></PrintSpace></Page></Layout></alto>"
+    )
+    out = transcribed_xml(alto.encode(), {"x": LinePrediction("a b", 0.1), "y": LinePrediction("c", 0.2)}, "t", 0.5)
+    root = ET.fromstring(out)
+    assert [child.tag.split("}")[1] for child in root] == ["Description", "Tags", "Layout"]
+    assert _alto_line(out, "x").get("TAGREFS") == "htrLowConfidence"
+    assert [e.get("CONTENT") for e in _alto_line(out, "x")] == ["a", None, "b"]
+    assert _alto_line(out, "y").get("TAGREFS") == "htrLowConfidence" and _alto_line(out, "y").get("HPOS") == "1"
+
+
+def _page_line(xml: bytes, line_id: str) -> ET.Element:
+    ns = {"pc": "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"}
+    return next(e for e in ET.fromstring(xml).iterfind(".//pc:TextLine", ns) if e.get("id") == line_id)
+
+
+def test_page_lines_under_the_threshold_get_a_custom_tag(pages_dir: Path):
+    source = pages_dir / "doc2_p001.xml"
+    out = transcribed_xml(source.read_bytes(), {"sa": LinePrediction("x", 0.61234), "sb": LinePrediction("y", 0.9)},
+                          source, mark_below=0.8)  # fmt: skip
+    assert _page_line(out, "sa").get("custom") == "structure {type:DefaultLine;} lowConfidence {conf:0.6123;}"
+    assert _page_line(out, "sb").get("custom") == "structure {type:DefaultLine;}"
+    assert [line.line_type for line in parse_page(source).lines][:2] == ["DefaultLine", "DefaultLine"]
+    again = transcribed_xml(out, {"sa": LinePrediction("x", 0.95)}, source, mark_below=0.8)
+    assert _page_line(again, "sa").get("custom") == "structure {type:DefaultLine;}"
+
+
+def test_page_words_get_their_text_and_confidence_when_they_match_the_line():
+    ns = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
+    word = '<Word id="w{0}"><Coords points="0,0 1,1"/><TextEquiv><Unicode>old{0}</Unicode></TextEquiv></Word>'
+    page = (
+        f'<PcGts xmlns="{ns}"><Page><TextRegion id="r"><TextLine id="l"><Coords points="0,0 1,1"/>'
+        f"{word.format(1)}{word.format(2)}<TextEquiv><Unicode>old1 old2</Unicode></TextEquiv></TextLine>"
+        "</TextRegion></Page></PcGts>"
+    ).encode()
+    out = transcribed_xml(page, {"l": LinePrediction("new text", 0.5, None, [0.3, 0.7])}, mark_below=0.4)
+    line = _page_line(out, "l")
+    words = [(w.findtext(f"{{{ns}}}TextEquiv/{{{ns}}}Unicode"), w.find(f"{{{ns}}}TextEquiv").get("conf"))
+             for w in line.iterfind(f"{{{ns}}}Word")]  # fmt: skip
+    assert words == [("new", "0.3000"), ("text", "0.7000")]
+    assert line.find(f"{{{ns}}}TextEquiv").get("conf") == "0.5000" and line.get("custom") is None  # 0.5 >= 0.4
+    out = transcribed_xml(page, {"l": LinePrediction("three new words", 0.5)})
+    kept = [w.findtext(f"{{{ns}}}TextEquiv/{{{ns}}}Unicode") for w in _page_line(out, "l").iterfind(f"{{{ns}}}Word")]
+    assert kept == ["old1", "old2"]  # words that no longer match are left as they were
+
+
 @pytest.mark.slow
 def test_real_poilus_pages(tmp_path: Path):
     shared_dataset("poilus")
