@@ -308,9 +308,10 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def fit_together(count: int, data_dir: Path, root: Path, env: dict[str, str]) -> None:
+def fit_together(count: int, data_dir: Path, root: Path, env: dict[str, str]) -> list[str]:
     """``count`` tiny ``htr fit`` processes started at once on the new experiment ``shared``, each registering its
-    best checkpoint as ``htr-shared``; fails with the end of the stderr of any that did not finish."""
+    best checkpoint as ``htr-shared``; fails with the end of the stderr of any that did not finish, else returns
+    each one's stderr."""
     command = [sys.executable, "-m", "htr.cli", "fit", *TINY_FIT, "--data.init_args.data_dir", str(data_dir),
                "--trainer.accelerator", "cpu", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3",
                "--trainer.logger.init_args.experiment_name", "shared",
@@ -329,6 +330,7 @@ def fit_together(count: int, data_dir: Path, root: Path, env: dict[str, str]) ->
     errors = [process.communicate(timeout=600)[1] for process in runs]
     failed = [error[-3000:] for process, error in zip(runs, errors) if process.returncode != 0]
     assert not failed, f"{len(failed)} of {count} fits failed:\n" + "\n---\n".join(failed)
+    return errors
 
 
 def assert_fits_landed(uri: str, count: int) -> list:
@@ -344,7 +346,8 @@ def assert_fits_landed(uri: str, count: int) -> list:
         assert len(client.get_metric_history(run.info.run_id, "train/loss_epoch")) == 2
         assert run.data.params["charset"] and "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
     versions = client.search_model_versions("name='htr-shared'")
-    assert sorted(int(v.version) for v in versions) == list(range(1, count + 1))
+    numbers = sorted(int(v.version) for v in versions)
+    assert numbers == list(range(1, count + 1)), f"versions {numbers} of {count} runs"
     assert {v.run_id for v in versions} == {run.info.run_id for run in found}
     return found
 
