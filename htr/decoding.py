@@ -223,11 +223,7 @@ def decode_scores(
     temperature: float = 1.0,
 ) -> list[Scores]:
     """Texts of a batch of CTC logits with their uncalibrated scores; see ``decode``."""
-    steps, batch, _ = logits.shape
-    if lengths is None:
-        lengths = torch.full((batch,), steps, dtype=torch.long)
-    log_probs = (logits.detach().float() / temperature).log_softmax(-1)
-    paths = decoder(log_probs, lengths, alphabet)
+    lengths, paths = _decoded_paths(logits, lengths, alphabet, decoder, temperature)
     # float64 from the logits on: a float32 softmax rounds a sure step's log-probability to 0, and the NLL of a
     # sure line would be 0 whatever its other steps
     nll = text_nll((logits.detach().double() / temperature).log_softmax(-1), lengths, [path.ids for path in paths])
@@ -266,11 +262,18 @@ def decode_texts(
     temperature: float = 1.0,
 ) -> list[str]:
     """The texts ``decode`` finds, without scoring them (what error rates need: validation runs every epoch)."""
+    return [alphabet.decode(path.ids) for path in _decoded_paths(logits, lengths, alphabet, decoder, temperature)[1]]
+
+
+def _decoded_paths(
+    logits: torch.Tensor, lengths: torch.Tensor | None, alphabet: Alphabet, decoder: Decoder, temperature: float
+) -> tuple[torch.Tensor, list[DecodedPath]]:
+    """The valid lengths (all T when None) and what ``decoder`` reads in the tempered log-probabilities."""
     steps, batch, _ = logits.shape
     if lengths is None:
         lengths = torch.full((batch,), steps, dtype=torch.long)
     log_probs = (logits.detach().float() / temperature).log_softmax(-1)
-    return [alphabet.decode(path.ids) for path in decoder(log_probs, lengths, alphabet)]
+    return lengths, decoder(log_probs, lengths, alphabet)
 
 
 def min_ctc_steps(text: str) -> int:
