@@ -6,6 +6,7 @@ for the files its decoder reads; nothing here trains or registers (that is ``htr
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -63,26 +64,31 @@ def _check_model_uri(client: MlflowClient, uri: str) -> None:
 
 @contextmanager
 def _store(tracking_uri: str) -> Iterator[None]:
-    """MLflow's process-wide tracking and registry URIs set to ``tracking_uri`` for the block, then restored.
+    """MLflow's process-wide tracking and registry URIs (its globals and their environment variables) set to
+    ``tracking_uri`` for the block, then put back as they were.
 
     ``mlflow.artifacts.download_artifacts`` does not hand its ``registry_uri`` on to every lookup it makes: in a
     fresh process (MLflow 3.17) a ``models:/`` URI was resolved in the default store of the working directory,
-    which it created there as an empty ``./mlflow.db``, and the model was "not found".
+    which it created there as an empty ``./mlflow.db``, and the model was "not found". ``mlflow.set_registry_uri``
+    also exports ``MLFLOW_REGISTRY_URI``, which a later subprocess (a training registering its model) would
+    inherit: the environment is restored too.
     """
-    previous = (
-        mlflow.get_tracking_uri() if mlflow.tracking._tracking_service.utils.is_tracking_uri_set() else None,
-        mlflow.tracking._model_registry.utils._registry_uri,
-    )
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    saved = (tracking._tracking_uri, registry._registry_uri)
+    environment = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
         yield
     finally:
-        mlflow.tracking._model_registry.utils._registry_uri = previous[1]
-        if previous[0] is None:
-            mlflow.tracking._tracking_service.utils._tracking_uri = None
-        else:
-            mlflow.set_tracking_uri(previous[0])
+        tracking._tracking_uri, registry._registry_uri = saved
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def download_checkpoint(uri: str, target: Path, tracking_uri: str | None = None) -> Path:

@@ -94,7 +94,10 @@ def test_oversized_images_and_requests_are_refused(pyfunc, captcha_files, tmp_pa
 @pytest.mark.slow
 def test_registry_lookups_do_not_depend_on_the_working_directory(registered, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    environment = dict(os.environ)
     assert load_model(f"models:/{MODEL}/1").height == 32
+    assert dict(os.environ) == environment  # nothing for later subprocesses (a fit's registration) to inherit
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}")
     with pytest.raises(ModelNotFoundError, match="no MLflow store at .*nowhere/mlflow.db"):
         load_model(f"models:/{MODEL}@champion")

@@ -211,7 +211,8 @@ def test_best_checkpoint_registered_as_champion_with_signature(trained: dict):
 @pytest.mark.slow
 def test_champion_reloads_in_a_fresh_process_like_the_checkpoint(trained: dict, images: list[Path]):
     expected = [
-        [t.text, t.confidence, list(t.char_confidences)] for t in load_model(trained["checkpoint"]).transcribe(images)
+        [t.text, t.confidence, list(t.char_confidences), list(t.word_confidences)]
+        for t in load_model(trained["checkpoint"]).transcribe(images)
     ]
     script = f"""
 import json, sys, mlflow, pandas as pd
@@ -229,7 +230,7 @@ print(json.dumps({{"by_name": by_name, "pyfunc": pyfunc.values.tolist()}}))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["by_name"] == expected  # JSON: Transcription tuples come back as lists
-    assert [text for text, _ in result["pyfunc"]] == [text for text, _, _ in expected]
+    assert [text for text, _ in result["pyfunc"]] == [text for text, *_ in expected]
     assert [c for _, c in result["pyfunc"]] == pytest.approx([c for _, c, _ in expected])  # via pandas float64
 
 
