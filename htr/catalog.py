@@ -13,11 +13,15 @@ from typing import Any
 from htr.shipped import read_card, shipped_models, weights_dirs
 
 
+def _figure(value: Any) -> str:
+    """A figure as one short value: a number, or a measurement's CER/WER (its other keys say how it was taken)."""
+    if isinstance(value, dict):
+        return " ".join(f"{key.upper()} {value[key]:.1%}" for key in ("cer", "wer") if key in value) or "(see card)"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _figures(card: dict[str, Any]) -> str:
-    figures = card.get("figures") or {}
-    return ", ".join(
-        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in figures.items()
-    )
+    return ", ".join(f"{key} {_figure(value)}" for key, value in (card.get("figures") or {}).items())
 
 
 def shipped_lines() -> list[str]:

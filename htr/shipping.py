@@ -99,6 +99,7 @@ def ship_model(
         for key, tensor in spec.weights.items()
     }
     save_file(weights, written[0], metadata={"format": values["format"], "name": name})
+    written[0].chmod(0o644)  # package data, readable by every user (safetensors writes it private)
     for arg, source in sources.items():
         target = folder / f"{name}.{arg}{source.suffix}"
         if arg == "lm" and lm_order is not None:
