@@ -231,7 +231,7 @@ print(json.dumps({{"by_name": by_name, "pyfunc": pyfunc.values.tolist()}}))
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["by_name"] == expected  # JSON: Transcription tuples come back as lists
     assert [text for text, _ in result["pyfunc"]] == [text for text, *_ in expected]
-    assert [c for _, c in result["pyfunc"]] == pytest.approx([c for _, c, _ in expected])  # via pandas float64
+    assert [c for _, c in result["pyfunc"]] == pytest.approx([c for _, c, *_ in expected])  # via pandas float64
 
 
 @pytest.mark.slow
