@@ -48,11 +48,11 @@ def registered_lines(tracking_uri: str | None = None) -> list[str]:
     """One line per model registered in the MLflow store: versions, aliases and the champion's val/cer."""
     from mlflow.tracking import MlflowClient
 
-    from htr.store import check_reachable, resolve_tracking_uri, sqlite_path
+    from htr.store import check_reachable, missing_store, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    database = sqlite_path(uri)
-    if database is not None and not database.is_file():  # MlflowClient would create an empty store
+    database = missing_store(uri)
+    if database is not None:
         return [f"no MLflow store at {database}: nothing registered (`htr fit` registers its best model there)"]
     check_reachable(uri)
     client = MlflowClient(uri, registry_uri=uri)

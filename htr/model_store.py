@@ -17,7 +17,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from htr.store import check_reachable, resolve_tracking_uri, sqlite_path
+from htr.store import check_reachable, missing_store, resolve_tracking_uri
 
 CHECKPOINT_FILE = "model.ckpt"  # the checkpoint inside a logged htr model, under ``artifacts/``
 
@@ -34,8 +34,8 @@ def check_model_uri(uri: str, tracking_uri: str) -> None:
         htr.store.TrackingServerUnreachableError: the tracking server does not answer.
     """
     check_reachable(tracking_uri)  # seconds, not MLflow's minutes of retries against a dead server
-    database = sqlite_path(tracking_uri)
-    if database is not None and not database.is_file():  # MLflow would create an empty store and find nothing
+    database = missing_store(tracking_uri)
+    if database is not None:
         raise ModelNotFoundError(
             f"no MLflow store at {database} to look {uri} up in: train with `htr fit` first, or point "
             "MLFLOW_TRACKING_URI at the store that holds it"

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from htr.store import experiment_url, resolve_tracking_uri, sqlite_path
+from htr.store import experiment_url, missing_store, resolve_tracking_uri, sqlite_path
 
 BIN = Path(sys.executable).parent  # the environment's mlflow and uvicorn (``mlflow models serve`` runs uvicorn)
 
@@ -57,10 +57,10 @@ def ui(args: Sequence[str] | None = None) -> None:
         args
     )
     uri = resolve_tracking_uri(options.tracking_uri)
-    database = sqlite_path(uri)
-    if database is None:
+    if sqlite_path(uri) is None:
         sys.exit(f"htr: error: {uri} is a tracking server: open it in a browser, it has its own UI")
-    if not database.is_file():
+    database = missing_store(uri)
+    if database is not None:
         sys.exit(f"htr: error: no MLflow store at {database} yet: `htr fit` creates it with its first run")
     from mlflow import MlflowClient
 

@@ -50,6 +50,13 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+def missing_store(uri: str) -> Path | None:
+    """The database of a ``sqlite:///`` store that does not exist yet, else None: looking anything up there would
+    make MLflow create an empty store and find nothing, so callers say so instead."""
+    database = sqlite_path(uri)
+    return database if database is not None and not database.is_file() else None
+
+
 class TrackingServerUnreachableError(ConnectionError):
     """The configured MLflow server does not answer; raised before training so no work is lost."""
 
