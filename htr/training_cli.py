@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
 from jsonargparse import DefaultHelpFormatter
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from htr import tracking
@@ -75,6 +77,16 @@ class HTRCLI(LightningCLI):
         best = getattr(self.trainer.checkpoint_callback, "best_model_path", None)
         if self.config.fit.test_after_fit and best:  # the held-out figure, in the same run, by the same command
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
+        _leave_together(self.trainer)
+
+
+def _leave_together(trainer: Trainer) -> None:
+    """Under DDP, hold every rank until rank 0 has calibrated and registered, then close the process group on
+    all of them: a rank that exits while rank 0 still holds the gloo connection can abort (CI saw rank 1 end
+    with SIGABRT, "terminate called without an active exception", and the launcher then killed rank 0)."""
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        trainer.strategy.barrier("htr-after-fit")
+        torch.distributed.destroy_process_group()
 
 
 def build_cli(args: ArgsType = None, run: bool = True) -> HTRCLI:
