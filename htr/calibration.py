@@ -325,9 +325,13 @@ class Scored:
             char_confidence=_mapped(calibration.char, self.char_score),
         )
 
-    def risk_coverage(self, coverages: Iterable[int] = COVERAGES) -> dict[int, float]:
-        """``{x: CER of the x% most confident lines}`` (at least one line each; ties in input order)."""
-        order = np.argsort(-self.line_confidence, kind="stable")
+    def risk_coverage(self, coverages: Iterable[int] = COVERAGES, oracle: bool = False) -> dict[int, float]:
+        """``{x: CER of the x% most confident lines}`` (at least one line each; ties in input order).
+
+        ``oracle`` ranks the lines by their true CER instead: the best table any confidence could reach on these
+        readings, the bound that a risk-coverage target should be read against.
+        """
+        order = np.argsort(self.line_cer if oracle else -self.line_confidence, kind="stable")
         table = {}
         for coverage in coverages:
             chosen = order[: max(1, math.ceil(coverage * len(order) / 100))]

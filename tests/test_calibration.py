@@ -168,6 +168,9 @@ def test_risk_coverage_auroc_and_spearman_of_a_known_ranking():
     bad = _scored([0.5, 0.6, 0.7, 0.8, 0.9], [0, 0, 1, 2, 5], [10] * 5)  # the worst lines surest
     assert bad.auroc() == 0.0 and bad.spearman() > 0.97
     assert bad.risk_coverage([20])[20] == 0.5
+    # the oracle ranks by the true CER, whatever the confidences: the bound both rankings are read against
+    best = pytest.approx({20: 0.0, 60: 1 / 30})
+    assert bad.risk_coverage([20, 60], oracle=True) == good.risk_coverage([20, 60], oracle=True) == best
     assert auroc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5  # a tie counts half
     assert np.isnan(auroc(np.array([0.5, 0.6]), np.array([True, True])))
     assert np.isnan(spearman(np.array([1.0, 2.0]), np.array([0.0, 0.0])))
