@@ -27,7 +27,7 @@ def test_folds_hold_out_disjoint_test_splits(captcha_files):
     tests = [names["test"] for names in folds]
     assert len(set().union(*tests)) == 8 * 3  # disjoint
     assert all(len(names["train"] | names["val"] | names["test"]) == 24 for names in folds)
-    with pytest.raises(ValueError, match="fold 8 is out of range: 24 samples make 8 test splits"):
+    with pytest.raises(ValueError, match="fold 8 is out of range: 24 groups make 8 disjoint test folds"):
         split(8)
 
 
