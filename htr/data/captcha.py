@@ -18,16 +18,19 @@ CAPTCHA_FOLDER = "captcha_images_v2"
 
 
 def folder_samples(folder: Path) -> list[Sample]:
-    """Every .png/.jpg in ``folder``, labelled by its file stem, sorted by name; other files are ignored."""
+    """Every image (``IMAGE_SUFFIXES``) in ``folder``, labelled by its file stem, sorted by name; other files are
+    ignored."""
     if not folder.is_dir():
         raise DatasetUnavailableError(f"{folder} is not a folder")
     files = sorted(p for p in folder.iterdir() if p.is_file())
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     ignored = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
     if ignored:
-        log.warning("ignored %d file(s) in %s that are not .png/.jpg: %s", len(ignored), folder, ignored[:5])
+        log.warning("ignored %d file(s) in %s that are not images: %s", len(ignored), folder, ignored[:5])
     if not images:
-        raise DatasetUnavailableError(f"{folder} holds no .png or .jpg images (label = file name, e.g. 2b827.png)")
+        raise DatasetUnavailableError(
+            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}; label = file name, e.g. 2b827.png)"
+        )
     return [Sample(p, p.stem) for p in images]
 
 

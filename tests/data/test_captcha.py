@@ -80,7 +80,7 @@ def test_skip_bad_drops_them_with_a_logged_count(captcha_copy, captcha_png, capl
 
 def test_empty_and_missing_folders_say_what_to_do(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetUnavailableError, match="no .png or .jpg"):
+    with pytest.raises(DatasetUnavailableError, match="holds no images"):
         CaptchaDataModule(data_dir=str(tmp_path / "empty")).split_samples()
     with pytest.raises(DatasetUnavailableError, match="is not a folder"):
         CaptchaDataModule(data_dir=str(tmp_path / "missing")).split_samples()
