@@ -33,8 +33,6 @@ Spearman correlation of the line confidence with the line's CER.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,6 +47,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from matplotlib.figure import Figure
 
 from htr.alphabet import Alphabet
+from htr.checkpoint import write_temperature
 from htr.data.collate import Batch
 from htr.decoding import GREEDY, IDENTITY, ConfidenceMap, Decoder, decode_scores, score_logit, word_spans
 from htr.lit_module import HTRLitModule
@@ -554,26 +553,6 @@ def plot_risk_coverage(calibration: Calibration) -> Figure:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return figure
-
-
-def write_temperature(path: str | Path, temperature: float, calibration: ConfidenceMap | None = None) -> None:
-    """Sets the ``temperature`` buffer (and, given, the ``confidence_calibration`` one) in a Lightning checkpoint of
-    ``HTRLitModule``, atomically.
-
-    The new file is written beside the old one and renamed over it, so a crash leaves either checkpoint whole.
-    """
-    path = Path(path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    checkpoint["state_dict"]["temperature"] = torch.tensor(float(temperature))
-    if calibration is not None:
-        checkpoint["state_dict"]["confidence_calibration"] = calibration.to_tensor()
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-        temporary = Path(f.name)
-    try:
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class TemperatureCalibration(Callback):

@@ -1,7 +1,9 @@
-"""Checkpoints that are safe to write and resume: atomic saves, fallbacks to an intact one, schedules that fit.
+"""Checkpoints, written and changed in one place: atomic saves, slim copies, the calibration written into them,
+fallbacks to an intact one, schedules that fit a resume.
 
 Also the checkpoint selection that prefers the newer of two equally good checkpoints. Reading a checkpoint
-(weights only, never code) is ``htr.reader``'s, which inference uses without Lightning.
+(weights only, never code) is ``htr.reader.read_checkpoint``, which inference uses without Lightning; this module
+builds on it, and nothing else loads a checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
+from htr.decoding import ConfidenceMap
 from htr.reader import CheckpointError, read_checkpoint
+
+# What inference and ``model.init_from`` read: the optimizer and loop states (two thirds of the file) are left out.
+SLIM_KEYS = ("state_dict", "hyper_parameters", "hparams_name", "pytorch-lightning_version", "epoch", "global_step")
 
 
 class NewestBestCheckpoint(ModelCheckpoint):
@@ -106,8 +112,52 @@ def rebuild_schedules(saved_states: Sequence[dict[str, Any]], schedulers: Sequen
         saved.update(scheduler.state_dict() | position)
 
 
+def write_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
+    """Write ``checkpoint`` beside ``path``, sync it to disk and rename it over ``path``; returns ``path``.
+
+    A kill or a full disk mid-write leaves the previous file whole, and no partial file is left behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def slim_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """A copy of a checkpoint with only ``SLIM_KEYS``: what a logged model and ``model.init_from`` need, a third of
+    the size; returns ``target``.
+
+    Raises:
+        FileNotFoundError, CheckpointError: as ``read_checkpoint``.
+    """
+    checkpoint = read_checkpoint(source)
+    return write_checkpoint({key: checkpoint[key] for key in SLIM_KEYS if key in checkpoint}, target)
+
+
+def write_temperature(path: str | Path, temperature: float, calibration: ConfidenceMap | None = None) -> None:
+    """Set the ``temperature`` buffer (and, given, the ``confidence_calibration`` one) of a checkpoint of
+    ``HTRLitModule``, atomically (``write_checkpoint``).
+
+    The checkpoint is this fit's own, just written, and read in full (``weights_only=False``): built in Python, its
+    net is pickled into the hyperparameters, which ``read_checkpoint`` refuses.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint["state_dict"]["temperature"] = torch.tensor(float(temperature))
+    if calibration is not None:
+        checkpoint["state_dict"]["confidence_calibration"] = calibration.to_tensor()
+    write_checkpoint(checkpoint, path)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint beside its target, syncs it to disk and renames it over the target.
+    """Saves checkpoints with ``write_checkpoint``: beside the target, synced, then renamed over it.
 
     A kill or a full disk mid-write leaves the previous ``last.ckpt`` whole. (Lightning's own save goes through a
     temporary file in ``/tmp`` and then ``shutil.move``, which is a copy, not a rename, across file systems.)
@@ -117,15 +167,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            with partial.open("wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        write_checkpoint(checkpoint, path)
         return None

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import torch
 from lightning import Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from mlflow.entities.model_registry import ModelVersion
@@ -20,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from htr.beam import BeamSearchDecoder
-from htr.checkpoint import read_checkpoint
+from htr.checkpoint import slim_checkpoint
 from htr.data.datamodule import TextImageDataModule
 from htr.export import export_onnx
 from htr.inference import load_checkpoint
@@ -41,14 +40,6 @@ def _pip_requirements() -> list[str]:
     """Pinned requirements of the served model (local version tags such as ``+cpu`` are not on PyPI)."""
     pins = ((name, package_version(name)) for name in (*REQUIREMENTS, "onnx", "onnxruntime"))  # onnx: its backend
     return [f"{name}=={found.split('+')[0]}" for name, found in pins if found]
-
-
-def _slim_checkpoint(source: str | Path, target: Path) -> Path:
-    """Copy of a Lightning checkpoint without optimizer and loop state: what inference needs, a third the size."""
-    checkpoint = read_checkpoint(source)
-    keep = ("state_dict", "hyper_parameters", "hparams_name", "pytorch-lightning_version", "epoch", "global_step")
-    torch.save({key: checkpoint[key] for key in keep if key in checkpoint}, target)
-    return target
 
 
 def _package_sources(target: Path) -> Path:
@@ -109,7 +100,7 @@ def register_best(trainer: Trainer, model_name: str, alias: str = "champion") ->
     fingerprint = val_fingerprint(trainer)
     mlflow.set_tracking_uri(logger.tracking_uri)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=logger.run_id):
-        checkpoint = _slim_checkpoint(callback.best_model_path, Path(tmp) / CHECKPOINT_FILE)
+        checkpoint = slim_checkpoint(callback.best_model_path, Path(tmp) / CHECKPOINT_FILE)
         export_onnx(load_checkpoint(checkpoint), Path(tmp) / ONNX_FILE)  # for runtimes without htr, and the pyfunc
         module = trainer.lightning_module
         # a beam search decoder's LM and lexicon travel as artifacts; the pyfunc points the decoder at them

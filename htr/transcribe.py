@@ -119,7 +119,9 @@ def main(args: Sequence[str] | None = None) -> None:
         "JSON Lines with per-character confidences, or CSV (--format).",
     )
     parser.add_argument(
-        "images", nargs="+", help="image files (.png/.jpg) or folders of them; or ALTO/PAGE XML pages (or folders)"
+        "images",
+        nargs="+",
+        help="image files (.jpg, .png, .tif) or folders of them; or ALTO/PAGE XML pages (or folders)",
     )
     parser.add_argument("--output", help="folder for copies of XML pages with the recognised text in every line")
     parser.add_argument(
@@ -193,7 +195,7 @@ def main(args: Sequence[str] | None = None) -> None:
         return
     files = _image_files(options.images)
     if not files:
-        parser.error(f"no .png/.jpg images in {options.images}")
+        parser.error(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {options.images}")
     failed = 0
     for start in range(0, len(files), options.batch_size):
         chunk = files[start : start + options.batch_size]

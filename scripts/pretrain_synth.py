@@ -3,8 +3,8 @@
 1. ``htr synth`` renders --count lines in the Debian handwriting fonts, with the word statistics of the train split
    of ``configs/iam_lines_cpu.yaml`` (never its val/test writers' text), into ``data/synth_iam``;
 2. ``htr fit --config configs/synth_iam.yaml`` trains the recipe's network on them (fonts are the documents);
-3. the best checkpoint's network weights and hyperparameters (no optimizer state) are written to --out (outside the
-   repository), the file to give ``configs/iam_lines_cpu.yaml`` as ``--model.init_from``.
+3. the best checkpoint without optimizer or loop state (``htr.checkpoint.slim_checkpoint``) is written to --out
+   (outside the repository), the file to give ``configs/iam_lines_cpu.yaml`` as ``--model.init_from``.
 
 Prints one JSON object: seconds of each step, lines, epochs, val CER on the held-out font, and the file's size.
 Run it from the repository root (``make pretrained``), one thread per process on a shared machine:
@@ -22,23 +22,12 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import torch  # noqa: E402
 from machine import machine_info  # noqa: E402 - scripts/machine.py
 
-from htr.checkpoint import NewestBestCheckpoint  # noqa: E402
+from htr.checkpoint import NewestBestCheckpoint, slim_checkpoint  # noqa: E402
 from htr.cli import main  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def slim_checkpoint(checkpoint: Path, out: Path) -> Path:
-    """The network weights and hyperparameters of a Lightning checkpoint, without optimizer or loop state: what
-    ``model.init_from`` reads, at a third of the size."""
-    full = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    weights = {name: tensor for name, tensor in full["state_dict"].items() if name.startswith("net.")}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": weights, "hyper_parameters": full["hyper_parameters"]}, out)
-    return out
 
 
 def pretrain(argv: list[str] | None = None) -> dict:
@@ -64,7 +53,7 @@ def pretrain(argv: list[str] | None = None) -> dict:
     cli = main(["fit", "--config", "configs/synth_iam.yaml", f"--data.init_args.lines=[{options.lines}]", *overrides])
     trained = time.perf_counter()
     best = next(c for c in cli.trainer.callbacks if isinstance(c, NewestBestCheckpoint))
-    out = slim_checkpoint(Path(best.best_model_path), options.out)
+    out = slim_checkpoint(best.best_model_path, options.out)
     result = {
         "lines": options.count,
         "render_seconds": round(rendered - start, 1),

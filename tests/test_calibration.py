@@ -28,7 +28,6 @@ from htr.calibration import (
     plot_risk_coverage,
     score,
     spearman,
-    write_temperature,
 )
 from htr.cli import HTRCLI, main
 from htr.decoding import ConfidenceMap
@@ -194,20 +193,6 @@ def test_reliability_diagram_draws_every_level(tmp_path: Path):
     figure = plot_reliability(calibrate(_overconfident(seed=0), ALPHABET))
     figure.savefig(tmp_path / "reliability.png")
     assert len(figure.axes) == 6 and (tmp_path / "reliability.png").stat().st_size > 0
-
-
-def test_write_temperature_replaces_only_the_buffer(tmp_path: Path):
-    path = tmp_path / "best.ckpt"
-    torch.save({"state_dict": {"temperature": torch.tensor(1.0), "w": torch.ones(2)}, "epoch": 3}, path)
-    write_temperature(path, 1.7)
-    checkpoint = torch.load(path, weights_only=False)
-    assert float(checkpoint["state_dict"]["temperature"]) == pytest.approx(1.7)
-    assert "confidence_calibration" not in checkpoint["state_dict"]
-    write_temperature(path, 1.7, ConfidenceMap(line=(0.5, 2.0)))
-    checkpoint = torch.load(path, weights_only=True)  # plain tensors
-    assert checkpoint["state_dict"]["confidence_calibration"].tolist() == [[0.5, 2.0], [1.0, 0.0], [1.0, 0.0]]
-    assert checkpoint["epoch"] == 3 and torch.equal(checkpoint["state_dict"]["w"], torch.ones(2))
-    assert [p.name for p in tmp_path.iterdir()] == ["best.ckpt"]  # no temporary file left behind
 
 
 TINY_FIT = [

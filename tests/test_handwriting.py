@@ -1,4 +1,4 @@
-"""The handwriting recipe's parts: augmentation, the CRNN's line options, the shortcut loss, writer folds."""
+"""The handwriting recipe's parts: augmentation, the CRNN's line options, the shortcut loss."""
 
 import os
 
@@ -9,7 +9,6 @@ import torch
 
 from htr.data.collate import CTCCollate
 from htr.data.dataset import Sample, TextImageDataset
-from htr.data.iam import IAMSample, split_by_writer
 from htr.data.transforms import WidthScale, handwriting_augmentation
 from htr.lit_module import HTRLitModule
 from htr.models.crnn import CRNN
@@ -126,35 +125,3 @@ def test_shortcut_loss_adds_to_the_training_loss_only():
     logits, shortcut = net.forward_with_shortcut(batch.images, batch.widths)
     (logits.sum() + shortcut.sum()).backward()
     assert net.shortcut.weight.grad.abs().sum() > 0
-
-
-def _samples(writers: int = 12, per_writer: tuple[int, ...] = (3, 5, 8)) -> list[IAMSample]:
-    return [
-        IAMSample(f"{w}-{i}.png", "x", f"{w}-{i}", f"w{w:02d}", 200)
-        for w in range(writers)
-        for i in range(per_writer[w % len(per_writer)])
-    ]
-
-
-def test_writer_folds_hold_out_disjoint_writers_and_fold_zero_is_the_plain_split():
-    samples = _samples()
-    fractions = (0.6, 0.2, 0.2)
-    tests = []
-    fold = 0
-    while True:
-        try:
-            splits = split_by_writer(samples, fractions, seed=1, fold=fold)
-        except ValueError as error:
-            assert f"fold {fold} is out of range" in str(error)
-            break
-        writers = {stage: {s.writer for s in v} for stage, v in splits.items()}
-        assert not (
-            writers["train"] & writers["val"] or writers["train"] & writers["test"] or writers["val"] & writers["test"]
-        )
-        assert sum(map(len, splits.values())) == len(samples)
-        assert len(splits["test"]) >= 0.2 * len(samples)
-        tests.append(writers["test"])
-        fold += 1
-    assert fold >= 3  # 12 writers, a fifth of the samples each time
-    assert all(not (a & b) for i, a in enumerate(tests) for b in tests[i + 1 :])
-    assert split_by_writer(samples, fractions, seed=1) == split_by_writer(samples, fractions, seed=1, fold=0)

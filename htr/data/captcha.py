@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from htr.data.datamodule import STAGES, TextImageDataModule
+from htr.data.datamodule import TextImageDataModule
 from htr.data.dataset import Sample
 from htr.data.download import DatasetUnavailableError, data_path, data_root, download_and_unzip
 from htr.data.images import IMAGE_SUFFIXES
+from htr.data.splits import check_fractions, split_groups
 
 log = logging.getLogger(__name__)
 
@@ -19,16 +18,19 @@ CAPTCHA_FOLDER = "captcha_images_v2"
 
 
 def folder_samples(folder: Path) -> list[Sample]:
-    """Every .png/.jpg in ``folder``, labelled by its file stem, sorted by name; other files are ignored."""
+    """Every image (``IMAGE_SUFFIXES``) in ``folder``, labelled by its file stem, sorted by name; other files are
+    ignored."""
     if not folder.is_dir():
         raise DatasetUnavailableError(f"{folder} is not a folder")
     files = sorted(p for p in folder.iterdir() if p.is_file())
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     ignored = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
     if ignored:
-        log.warning("ignored %d file(s) in %s that are not .png/.jpg: %s", len(ignored), folder, ignored[:5])
+        log.warning("ignored %d file(s) in %s that are not images: %s", len(ignored), folder, ignored[:5])
     if not images:
-        raise DatasetUnavailableError(f"{folder} holds no .png or .jpg images (label = file name, e.g. 2b827.png)")
+        raise DatasetUnavailableError(
+            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}; label = file name, e.g. 2b827.png)"
+        )
     return [Sample(p, p.stem) for p in images]
 
 
@@ -39,8 +41,8 @@ class CaptchaDataModule(TextImageDataModule):
         data_dir: folder of images (may start with ``$HTR_DATA_DIR``, see ``download.data_path``); default
             ``$HTR_DATA_DIR/captcha_images_v2``, downloaded when missing.
         split: train/val/test fractions.
-        fold: which test split to hold out: the shuffled order is rotated by ``fold`` test sizes, so folds
-            0 to ``n // n_test - 1`` have disjoint test splits (k-fold cross-validation with one seed).
+        fold: which test split to hold out: each file is its own group, split by ``splits.split_groups``'s ``cut``
+            (folds 0 to ``n // n_test - 1`` have disjoint test splits: k-fold cross-validation with one seed).
         download_url: zip holding a ``captcha_images_v2`` folder, fetched when the folder is missing.
         **kwargs: see ``TextImageDataModule``.
     """
@@ -54,10 +56,7 @@ class CaptchaDataModule(TextImageDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6:
-            raise ValueError(f"split must be three non-negative fractions summing to 1, got {split}")
-        if fold < 0:
-            raise ValueError(f"fold must be >= 0, got {fold}")
+        check_fractions(split)
         self.data_dir = Path(data_path(data_dir)) if data_dir else data_root() / CAPTCHA_FOLDER
         self.split = split
         self.fold = fold
@@ -71,12 +70,4 @@ class CaptchaDataModule(TextImageDataModule):
             )
             download_and_unzip(self.download_url, self.data_dir, hint)
         samples = folder_samples(self.data_dir)
-        n_train = round(self.split[0] * len(samples))
-        n_val = round(self.split[1] * len(samples))
-        n_test = len(samples) - n_train - n_val
-        folds = len(samples) // n_test if n_test else 1
-        if self.fold >= folds:
-            raise ValueError(f"fold {self.fold} is out of range: {len(samples)} samples make {folds} test splits")
-        order = np.roll(np.random.default_rng(self.seed).permutation(len(samples)), self.fold * n_test)
-        bounds = (0, n_train, n_train + n_val, len(samples))
-        return {stage: [samples[i] for i in order[start:end]] for stage, start, end in zip(STAGES, bounds, bounds[1:])}
+        return split_groups(samples, lambda sample: sample.path.name, self.split, self.seed, self.fold, "cut")

@@ -21,8 +21,6 @@ from htr.preprocessing import Preprocessing, Threshold
 
 log = logging.getLogger(__name__)
 
-STAGES = ("train", "val", "test")
-
 
 class TextImageDataModule(L.LightningDataModule, ABC):
     """Base for datamodules whose samples are (image file, text) pairs split into train/val/test.
@@ -88,7 +86,8 @@ class TextImageDataModule(L.LightningDataModule, ABC):
 
     @abstractmethod
     def split_samples(self) -> dict[str, list[Sample]]:
-        """The samples of each stage in ``STAGES``; may download or unpack data first."""
+        """The samples of each stage in ``splits.STAGES`` (``splits.split_groups`` deals them); may download or
+        unpack data first."""
 
     @property
     def height(self) -> int:

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
-from htr.data.datamodule import STAGES, TextImageDataModule
+from htr.data.datamodule import TextImageDataModule
 from htr.data.dataset import Sample
 from htr.data.download import DatasetUnavailableError, data_path, data_root
 from htr.data.sampler import BucketBatchSampler
+from htr.data.splits import check_fractions, read_split_lists, split_by_lists, split_groups
 
 log = logging.getLogger(__name__)
 
@@ -141,90 +140,9 @@ def image_path(root: Path, level: Level, record_id: str) -> Path:
     return root / level / parts[0] / f"{parts[0]}-{parts[1]}" / f"{record_id}.png"
 
 
-def read_split_lists(folder: Path, files: dict[str, tuple[str, ...]]) -> dict[str, set[str]] | None:
-    """Line (or form) ids of each stage from the list files in ``folder``; None unless all stages have a file."""
-    found = {stage: [folder / name for name in names if (folder / name).is_file()] for stage, names in files.items()}
-    if not all(found.values()):
-        return None
-    return {
-        stage: {line.strip() for path in paths for line in path.read_text().splitlines() if line.strip()}
-        for stage, paths in found.items()
-    }
-
-
-def split_by_lists(samples: list[IAMSample], lists: dict[str, set[str]]) -> tuple[dict[str, list[IAMSample]], dict]:
-    """Each sample goes to the stage whose list holds its line or its form; returns the splits and counts.
-
-    The counts say how many listed ids have no sample here (``absent``) and how many samples no list
-    holds (``unlisted``, dropped), so that a partial copy of IAM is visible in the log.
-    """
-    stage_of: dict[str, str] = {}
-    for stage in STAGES:
-        for listed in lists[stage]:
-            if stage_of.setdefault(listed, stage) != stage:
-                raise ValueError(f"{listed} is listed in both {stage_of[listed]} and {stage}")
-    splits: dict[str, list[IAMSample]] = {stage: [] for stage in STAGES}
-    matched: set[str] = set()
-    unlisted = 0
-    for sample in samples:
-        line, form = line_id(sample.id), form_id(sample.id)
-        key = line if line in stage_of else form if form in stage_of else None
-        if key is None:
-            unlisted += 1
-            continue
-        matched.add(key)
-        splits[stage_of[key]].append(sample)
-    absent = {stage: len(lists[stage] - matched) for stage in STAGES}
-    return splits, {"absent": absent, "unlisted": unlisted}
-
-
-def split_by_writer(
-    samples: list[IAMSample], fractions: tuple[float, float, float], seed: int, fold: int = 0
-) -> dict[str, list[IAMSample]]:
-    """Writers shuffled by ``seed`` and dealt to test, then val, until each holds its fraction of the samples.
-
-    Every writer is in exactly one stage, as in IAM's writer-independent task: a random per-image split
-    would let the model see the test writers' hands. ``fold`` k starts dealing where fold k-1's test writers
-    ended, so the folds' test writers are disjoint (writer k-fold cross-validation with one seed) until the
-    order is used up; fold 0 is the plain split.
-    """
-    by_writer: dict[str, list[IAMSample]] = {}
-    for sample in samples:
-        by_writer.setdefault(sample.writer, []).append(sample)
-    writers = sorted(by_writer)
-    order = list(np.random.default_rng(seed).permutation(len(writers)))
-    targets = {"test": fractions[2] * len(samples), "val": fractions[1] * len(samples)}
-    starts = _fold_starts([len(by_writer[writers[i]]) for i in order], targets["test"])
-    if not 0 <= fold < len(starts):
-        raise ValueError(
-            f"fold {fold} is out of range: {len(writers)} writers at test fraction {fractions[2]} make "
-            f"{len(starts)} disjoint test folds"
-        )
-    splits: dict[str, list[IAMSample]] = {stage: [] for stage in STAGES}
-    for i in order[starts[fold] :] + order[: starts[fold]]:
-        writer_samples = by_writer[writers[i]]
-        stage = next((s for s in ("test", "val") if 0 < targets[s] and len(splits[s]) < targets[s]), "train")
-        splits[stage] += writer_samples
-    return splits
-
-
-def _fold_starts(sizes: list[int], test_target: float) -> list[int]:
-    """Where each writer fold's test writers start in the shuffled order (``sizes``: samples per writer).
-
-    A fold's test set takes writers until it holds ``test_target`` samples, as ``split_by_writer`` deals them;
-    only folds whose test writers fit before the order's end count, so that no two folds share a test writer.
-    """
-    starts, start = [], 0
-    while start < len(sizes):
-        end, total = start, 0
-        while total < test_target and end < len(sizes):
-            total += sizes[end]
-            end += 1
-        if total < test_target or end == start:
-            break
-        starts.append(start)
-        start = end
-    return starts or [0]
+def list_keys(sample: IAMSample) -> tuple[str, str]:
+    """The ids a split list may name ``sample`` by, in order: its line, then its form (words follow their line)."""
+    return line_id(sample.id), form_id(sample.id)
 
 
 def unpack_archives(root: Path, level: Level) -> None:
@@ -271,7 +189,8 @@ class IAMDataModule(TextImageDataModule):
             lists give every stage samples here, else writers.
         writer_fractions: train/val/test fractions of the samples for the ``writers`` split.
         fold: which writers the ``writers`` split holds out for test: folds 0, 1, ... have disjoint test writers
-            (``split_by_writer``), for k-fold cross-validation over writers; 0 is the usual split.
+            (``splits.split_groups``'s ``fill``: writers in a seeded order dealt to test, then val, until each holds
+            its fraction of the samples), for k-fold cross-validation over writers; 0 is the usual split.
         include_err: keep records that IAM flags ``err`` (word segmentation errors; their text is right).
         min_aspect: drop images narrower than ``min_aspect`` times their height (IAM's bounding box).
         max_aspect: drop images wider than ``max_aspect`` times their height.
@@ -298,8 +217,7 @@ class IAMDataModule(TextImageDataModule):
         **kwargs,
     ) -> None:
         super().__init__(skip_bad=skip_bad, **kwargs)
-        if len(writer_fractions) != 3 or min(writer_fractions) < 0 or abs(sum(writer_fractions) - 1) > 1e-6:
-            raise ValueError(f"writer_fractions must be three non-negative fractions summing to 1: {writer_fractions}")
+        check_fractions(writer_fractions, "writer_fractions")
         self.data_dir = Path(data_path(data_dir)) if data_dir else data_root() / "iam"
         self.level = level
         self.split = split
@@ -381,7 +299,7 @@ class IAMDataModule(TextImageDataModule):
                         f"in any of {[str(self.data_dir / f) for f in folders]}"
                     )
                 continue
-            splits, bookkeeping = split_by_lists(samples, lists)
+            splits, bookkeeping = split_by_lists(samples, list_keys, lists)
             log.info(
                 "split %s: listed but absent here %s, present but unlisted (dropped) %d",
                 name,
@@ -399,7 +317,8 @@ class IAMDataModule(TextImageDataModule):
                 f"a writer-disjoint split needs the writer of each form from {self.data_dir / 'ascii' / 'forms.txt'}, "
                 f"which is missing or lacks {len(unknown)} form(s), e.g. {unknown[:5]}"
             )
-        return self._use("writers", split_by_writer(samples, self.writer_fractions, self.seed, self.fold))
+        writers = split_groups(samples, lambda s: str(s.writer), self.writer_fractions, self.seed, self.fold, "fill")
+        return self._use("writers", writers)
 
     def _use(self, name: str, splits: dict[str, list[IAMSample]]) -> dict[str, list[Sample]]:
         self.split_used = name

@@ -1,11 +1,12 @@
-"""The one gate every image passes before training, transcription or serving: decode, limit, check, gray.
+"""The one gate every image passes before training, transcription or serving: decode, limit, check, turn, gray.
 
 ``load_gray`` takes a path, bytes, a file object, a PIL image or a numpy array and returns 8-bit grayscale, or
 raises ``BadImageError`` naming the image and the reason. Size limits (bytes and pixels) are checked before
 decoding, from the declared size, so a decompression bomb costs a header read; they sit below Pillow's own bomb
-limit so that Pillow never gets to warn or raise first. Arrays must say what they are: a float array in 0-1 is
-scaled to 0-255, NaN, channel-first and 2-channel arrays are refused with their shape named (read any other way,
-they give a confident wrong transcription).
+limit so that Pillow never gets to warn or raise first. An image whose EXIF orientation says it is stored turned
+(phone photos, some scanners) is turned upright, as browsers and so eScriptorium's editor show it. Arrays must
+say what they are: a float array in 0-1 is scaled to 0-255, NaN, channel-first and 2-channel arrays are refused with
+their shape named (read any other way, they give a confident wrong transcription).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+# What htr reads as images, wherever it looks for them (folders, globs, a page's image); in the order a page's image
+# is looked for when its XML does not name it.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 MAX_PIXELS = 40_000_000  # a 600 dpi A4 page is 35 M; Pillow warns at 89 M and refuses at 179 M
 MAX_BYTES = 64 * 2**20
 MAX_ASPECT = 1000.0  # width / height: a 32 px line stays under 32k px wide after resizing
@@ -121,8 +124,21 @@ def to_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
+def _upright_gray(image: Image.Image, limits: ImageLimits, name: str | Path) -> np.ndarray:
+    """8-bit grayscale (H, W) of ``image`` turned as its EXIF orientation says.
+
+    A page transcribed in a browser has its coordinates on the turned image, and a line photo stored sideways reads
+    as nothing. A turned image's size is checked again: a tall image stored sideways may be too wide upright.
+    """
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+        limits.check_size(*image.size, name)
+    return to_gray(image)
+
+
 def read_gray(source: Path | str | BinaryIO | bytes, limits: ImageLimits | None = None) -> np.ndarray:
-    """Decode an image file (or its bytes, or a file object) to 8-bit grayscale (H, W).
+    """Decode an image file (or its bytes, or a file object) to 8-bit grayscale (H, W), turned upright as its EXIF
+    orientation says.
 
     Args:
         source: the file, or its encoded bytes.
@@ -145,7 +161,7 @@ def read_gray(source: Path | str | BinaryIO | bytes, limits: ImageLimits | None 
             with Image.open(source) as image:
                 limits.check_size(*image.size, name)
                 image.load()
-                return to_gray(image)
+                return _upright_gray(image, limits, name)
     except BadImageError:
         raise
     except FileNotFoundError:
@@ -228,7 +244,7 @@ def load_gray(image: ImageSource, limits: ImageLimits | None = None) -> np.ndarr
         return array_to_gray(image, limits)
     if isinstance(image, Image.Image):
         limits.check_size(*image.size, "<PIL image>")
-        return to_gray(image)
+        return _upright_gray(image, limits, "<PIL image>")
     if isinstance(image, (str, Path, bytes, bytearray)) or hasattr(image, "read"):
         return read_gray(image, limits)
     raise TypeError(f"expected a path, bytes, PIL image or numpy array, got {type(image).__name__}")

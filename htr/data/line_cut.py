@@ -7,14 +7,12 @@ The recognizer sees one line at a time, as in IAM, so a page's lines must look l
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from htr.data.images import MAX_PIXELS, BadImageError, ImageLimits, load_gray
+from htr.data.images import MAX_PIXELS, BadImageError, ImageLimits, read_gray
 from htr.data.page_xml import BadPageError, PageLine
 
 PAPER_PERCENTILE = 90  # of the line box's gray levels: ink covers well under 10% of a handwritten line's box
@@ -26,12 +24,10 @@ PAGE_LIMITS = ImageLimits(max_bytes=6 * MAX_PIXELS)
 
 
 def read_page(path: Path | str, limits: ImageLimits | None = None) -> np.ndarray:
-    """Decode a page scan to 8-bit grayscale (H, W), turned upright as its EXIF orientation says.
+    """Decode a page scan to 8-bit grayscale (H, W), turned upright as its EXIF orientation says (``images.read_gray``).
 
     Browsers (and so eScriptorium's editor) show JPEGs after EXIF rotation, so the XML's coordinates refer to the
-    turned image. The size limits are checked from the header before decoding, as ``images.read_gray`` does
-    (which cannot be used here: it drops the EXIF orientation); 16-bit, palette and RGBA pages then go through
-    ``images.load_gray``.
+    turned image.
 
     Args:
         path: the page image.
@@ -41,30 +37,10 @@ def read_page(path: Path | str, limits: ImageLimits | None = None) -> np.ndarray
     Raises:
         BadPageError: naming the image and why it cannot be used.
     """
-    limits = limits or ImageLimits.from_env(defaults=PAGE_LIMITS)
     try:
-        limits.check_bytes(Path(path).stat().st_size, path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our lower limit decides, below
-            with Image.open(path) as image:
-                limits.check_size(*image.size, path)  # declared size: a bomb costs a header read
-                image.load()
-                gray = load_gray(ImageOps.exif_transpose(image), limits)
+        return read_gray(path, limits or ImageLimits.from_env(defaults=PAGE_LIMITS))
     except BadImageError as error:
         raise BadPageError(path, f"page image {error.reason}") from None
-    except Image.DecompressionBombError:  # Pillow refuses at open, before our check sees the size
-        raise BadPageError(
-            path, f"page image over the limit of {limits.max_pixels:,} pixels ({limits.env}_MAX_IMAGE_PIXELS)"
-        ) from None
-    except MemoryError:
-        raise BadPageError(path, "not enough memory to decode the page image; downscale it") from None
-    except FileNotFoundError:
-        raise BadPageError(path, "page image not found") from None
-    except UnidentifiedImageError:
-        raise BadPageError(path, "not an image file PIL can identify") from None
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
-        raise BadPageError(path, f"cannot decode the page image ({error})") from None
-    return gray
 
 
 def cut_line(page: np.ndarray, line: PageLine, page_size: tuple[int, int] | None = None) -> np.ndarray:

@@ -25,7 +25,6 @@ from htr.data.images import IMAGE_SUFFIXES
 log = logging.getLogger(__name__)
 
 GT_SUFFIX = ".gt.txt"
-LINE_IMAGE_SUFFIXES = IMAGE_SUFFIXES | {".tif", ".tiff"}
 MANIFEST_SUFFIXES = frozenset({".tsv", ".csv"})
 # Line files: ``will_0006-1_l03`` -> ``will_0006`` (line number, then any page number, removed).
 LINE_SUFFIX = r"(?:[-_](?:p|page)?\d+)?[-_.](?:l|line)?_?\d+$"
@@ -46,7 +45,7 @@ def folder_lines(folder: Path) -> tuple[list[tuple[Path, str]], list[Path]]:
         names = set(files)
         for name in sorted(files):
             stem, suffix = os.path.splitext(name)
-            if suffix.lower() not in LINE_IMAGE_SUFFIXES:
+            if suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             image = Path(directory, name)
             if stem + GT_SUFFIX in names:
@@ -109,7 +108,7 @@ def expand_source(source: str) -> tuple[Path, list[Path]]:
     matches = [
         match
         for match in sorted(map(Path, glob.glob(source, recursive=True)))
-        if match.is_dir() or match.suffix.lower() in MANIFEST_SUFFIXES | LINE_IMAGE_SUFFIXES
+        if match.is_dir() or match.suffix.lower() in (*MANIFEST_SUFFIXES, *IMAGE_SUFFIXES)
     ]
     if not matches:
         raise FileNotFoundError(f"{source}: the glob matches no folder, .tsv/.csv manifest or line image")
@@ -129,7 +128,7 @@ def path_lines(path: Path) -> tuple[list[tuple[Path, str]], list[Path]]:
     suffix = path.suffix.lower()
     if suffix in MANIFEST_SUFFIXES:
         return manifest_lines(path), []
-    if suffix in LINE_IMAGE_SUFFIXES:
+    if suffix in IMAGE_SUFFIXES:
         gt = path.with_name(path.name[: -len(path.suffix)] + GT_SUFFIX)
         return ([(path, _first_line(gt))], []) if gt.is_file() else ([], [path])
     raise FileNotFoundError(f"{path}: neither a folder of line images nor a .tsv/.csv manifest")

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from htr.data.images import UnusableDataError
+from htr.data.images import IMAGE_SUFFIXES, UnusableDataError
 
 Point = tuple[float, float]
 PageFormat = Literal["alto", "page"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _STRUCTURE_TYPE = re.compile(r"structure\s*\{[^}]*?\btype\s*:\s*([^;}]+)")

@@ -19,8 +19,9 @@ matplotlib.use("Agg")  # files only; no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from htr.data.datamodule import STAGES, TextImageDataModule  # noqa: E402
+from htr.data.datamodule import TextImageDataModule  # noqa: E402
 from htr.data.download import DatasetUnavailableError  # noqa: E402
+from htr.data.splits import STAGES  # noqa: E402
 from htr.decoding import min_ctc_steps  # noqa: E402
 
 log = logging.getLogger(__name__)

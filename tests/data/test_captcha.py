@@ -27,7 +27,7 @@ def test_folds_hold_out_disjoint_test_splits(captcha_files):
     tests = [names["test"] for names in folds]
     assert len(set().union(*tests)) == 8 * 3  # disjoint
     assert all(len(names["train"] | names["val"] | names["test"]) == 24 for names in folds)
-    with pytest.raises(ValueError, match="fold 8 is out of range: 24 samples make 8 test splits"):
+    with pytest.raises(ValueError, match="fold 8 is out of range: 24 groups make 8 disjoint test folds"):
         split(8)
 
 
@@ -80,7 +80,7 @@ def test_skip_bad_drops_them_with_a_logged_count(captcha_copy, captcha_png, capl
 
 def test_empty_and_missing_folders_say_what_to_do(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetUnavailableError, match="no .png or .jpg"):
+    with pytest.raises(DatasetUnavailableError, match="holds no images"):
         CaptchaDataModule(data_dir=str(tmp_path / "empty")).split_samples()
     with pytest.raises(DatasetUnavailableError, match="is not a folder"):
         CaptchaDataModule(data_dir=str(tmp_path / "missing")).split_samples()

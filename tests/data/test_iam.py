@@ -12,11 +12,12 @@ from htr.data.iam import (
     IAMSample,
     decode_text,
     line_id,
+    list_keys,
     parse_ascii,
     parse_forms,
-    split_by_lists,
 )
 from htr.data.sampler import BucketBatchSampler
+from htr.data.splits import split_by_lists
 from htr.decoding import min_ctc_steps
 from htr.models.crnn import CRNN
 from tests.helpers import GRAYLEVEL, LINES, REPO_ROOT, WRITERS, iam_datamodule
@@ -82,10 +83,10 @@ def test_words_follow_the_split_of_their_line(iam_root):
 
 def test_split_lists_match_form_ids_and_reject_overlap():
     sample = IAMSample(Path("x.png"), "t", "a01-000u-03", "000", 150)
-    splits, counts = split_by_lists([sample], {"train": {"a01-000u"}, "val": set(), "test": {"b01-000"}})
+    splits, counts = split_by_lists([sample], list_keys, {"train": {"a01-000u"}, "val": set(), "test": {"b01-000"}})
     assert _ids(splits["train"]) == {"a01-000u-03"} and counts["absent"]["test"] == 1
     with pytest.raises(ValueError, match="a01-000u is listed in both train and test"):
-        split_by_lists([sample], {"train": {"a01-000u"}, "val": set(), "test": {"a01-000u"}})
+        split_by_lists([sample], list_keys, {"train": {"a01-000u"}, "val": set(), "test": {"a01-000u"}})
 
 
 def test_writer_split_without_lists_keeps_writers_apart(iam_root_no_lists):

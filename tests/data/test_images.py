@@ -3,6 +3,7 @@ import logging
 import os
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from PIL import Image
 from htr.data.captcha import CaptchaDataModule
 from htr.data.dataset import BadSamplesError
 from htr.data.images import BadImageError, ImageLimits, load_gray, read_gray
+from htr.data.line_cut import read_page
+from htr.data.page_xml import BadPageError
 from tests.helpers import blank_png
 
 
@@ -26,6 +29,39 @@ def test_reads_rgba_palette_and_16_bit_as_8_bit_gray(tmp_path):
         gray = read_gray(tmp_path / name)
         assert gray.dtype == np.uint8 and gray.shape == (10, 30), name
         assert gray[5, 10] < 10 and gray[0, 0] > 245, name
+
+
+def _upright() -> np.ndarray:
+    """A wide gray image whose dark block sits top left: any turn moves it."""
+    image = np.full((20, 60), 230, np.uint8)
+    image[2:8, 3:15] = 20
+    return image
+
+
+def _stored_turned(path: Path, upright: np.ndarray) -> Path:
+    """``upright`` saved turned 90 degrees anticlockwise with EXIF orientation 6 (turn 90 clockwise to show)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)  # JPEG only
+    return path
+
+
+@pytest.mark.parametrize(("suffix", "tolerance"), [(".png", 0), (".jpg", 10)])  # JPEG blurs the block's edges
+def test_exif_orientation_is_honoured_by_every_way_in(tmp_path: Path, suffix: str, tolerance: int):
+    upright = _upright()
+    path = _stored_turned(tmp_path / f"turned{suffix}", upright)
+    with Image.open(path) as stored:
+        assert stored.size == (20, 60)  # the pixels are stored turned
+    for gray in (read_gray(path), read_gray(path.read_bytes()), read_page(path), load_gray(Image.open(path))):
+        assert gray.shape == (20, 60) and np.abs(gray.astype(int) - upright).max() <= tolerance
+
+
+def test_a_turned_image_is_checked_for_its_upright_size(tmp_path: Path):
+    path = _stored_turned(tmp_path / "turned.png", _upright())  # 20x60 stored, 60x20 upright
+    with pytest.raises(BadImageError, match="60x20 pixels is over 2 times wider than high"):
+        read_gray(path, ImageLimits(max_aspect=2.0))
+    with pytest.raises(BadPageError, match="turned.png: page image 60x20 pixels is over 2 times wider"):
+        read_page(path, ImageLimits(max_aspect=2.0))
 
 
 @pytest.mark.parametrize(

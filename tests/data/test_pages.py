@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from htr.data.documents import DocumentSample, clean_text, document_id, split_documents
+from htr.data.documents import DocumentSample, clean_text, document_id
 from htr.data.line_cut import baseline_angle, cut_line, read_page
 from htr.data.lines import LINE_SUFFIX, LineFolderDataModule
 from htr.data.page_xml import BadPageError, BadPagesError, PageLine, find_xml, parse_page
@@ -236,14 +236,8 @@ def test_listed_documents_go_to_their_stage(good_pages: list[str], tmp_path: Pat
     splits = _module(good_pages, tmp_path, test_documents=["doc2"], skip_bad=True).split_samples()
     assert {s.document for s in splits["test"]} == {"doc2"}
     assert not {s.document for s in splits["train"] + splits["val"]} & {"doc2"}
-    with pytest.raises(ValueError, match="no lines: \\['doc9'\\]"):
+    with pytest.raises(ValueError, match="no samples: \\['doc9'\\]"):
         _module(good_pages, tmp_path, val_documents=["doc9"], skip_bad=True).split_samples()
-
-
-def test_split_documents_by_line_share():
-    samples = [DocumentSample(Path(f"{d}{i}.png"), "x", d, "") for d in "abcdefghij" for i in range(10)]
-    splits = split_documents(samples, (0.8, 0.1, 0.1), seed=0)
-    assert [len(splits[s]) for s in ("train", "val", "test")] == [80, 10, 10]
 
 
 def test_line_and_region_type_filters(good_pages: list[str], tmp_path: Path):
@@ -453,29 +447,3 @@ def test_real_poilus_pages(tmp_path: Path):
     for line in page.lines[:3]:
         cut = cut_line(gray, line, page.size)
         assert 40 < cut.shape[0] < 300 and cut.shape[1] > cut.shape[0]
-
-
-def test_document_folds_test_every_document_once():
-    samples = [
-        DocumentSample(Path(f"{d}{i}.png"), "x", d, "") for d in "abcdefghijklmnopqrst" for i in range(1 + ord(d) % 3)
-    ]
-    folds = [split_documents(samples, (0.6, 0.2, 0.2), seed=3, fold=k) for k in range(5)]
-    tested = [{s.document for s in splits["test"]} for splits in folds]
-    assert sorted(d for documents in tested for d in documents) == sorted(set("abcdefghijklmnopqrst"))
-    for splits in folds:
-        stages = [{s.document for s in splits[stage]} for stage in ("train", "val", "test")]
-        assert all(stages) and not (stages[0] & stages[1] or stages[0] & stages[2] or stages[1] & stages[2])
-        assert 5 <= len(splits["test"]) <= 10  # about a fifth of the 41 lines
-    with pytest.raises(ValueError, match="fold 5 is out of range: 20 documents make 5 test folds"):
-        split_documents(samples, (0.6, 0.2, 0.2), seed=3, fold=5)
-    with pytest.raises(ValueError, match="cannot be combined"):
-        split_documents(samples, (0.6, 0.2, 0.2), seed=3, test_documents=["a"], fold=1)
-
-
-def test_three_documents_make_three_stages_whatever_their_lengths():
-    samples = [
-        DocumentSample(Path(f"{d}{i}.png"), "x", d, "") for d, n in (("a", 9), ("b", 2), ("c", 3)) for i in range(n)
-    ]
-    for seed in range(6):
-        splits = split_documents(samples, (0.8, 0.1, 0.1), seed=seed)
-        assert all(len({s.document for s in splits[stage]}) == 1 for stage in ("train", "val", "test")), seed
