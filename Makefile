@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # ~/.cache/htr/data (htr.data.download.data_root); the configs name their data under it ($HTR_DATA_DIR/iam).
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup lock poilus handwriting-fr train test test-fast smoke bench pretrained pretrained-iam-all lm-iam style quality clean
+.PHONY: setup lock poilus handwriting-fr handwriting-en train test test-fast smoke bench pretrained pretrained-iam-all lm-iam style quality clean
 
 setup: $(BIN)/.installed
 
@@ -61,9 +61,10 @@ pretrained: setup
 # The page recipe's starting weights (configs/poilus.yaml), ~20 min on one core after `make pretrained`: the IAM CPU
 # recipe fit on all 38 writers of $HTR_DATA_DIR/iam (90% of the lines train, 10% val, no test), so that the wills'
 # training starts from real handwriting rather than fonts. docs/reference.md, "Pages: ALTO and PAGE XML".
+IAM_ALL := --data.init_args.writer_fractions '[0.9, 0.1, 0.0]'
 pretrained-iam-all: setup
 	OMP_NUM_THREADS=1 $(BIN)/htr fit --config configs/iam_lines_cpu.yaml --model.init_from $(PRETRAINED)/synth_iam.pt \
-		--data.init_args.writer_fractions '[0.9, 0.1, 0.0]' --trainer.default_root_dir outputs/iam_all \
+		$(IAM_ALL) --trainer.default_root_dir outputs/iam_all \
 		--trainer.logger.init_args.experiment_name iam_all --registry.enabled false
 	cp "$$(ls -t outputs/iam_all/*/*/checkpoints/best-*.ckpt | head -1)" $(PRETRAINED)/iam_all.ckpt
 
@@ -99,6 +100,21 @@ handwriting-fr: setup lm/fr.arpa
 	$(BIN)/python scripts/ship_model.py --name handwriting-fr --card-json scripts/cards/handwriting-fr.json \
 		--checkpoint "$$(ls -t outputs/french_lines/*/*/checkpoints/best-*.ckpt | head -1)" \
 		--lm lm/fr.arpa --lexicon lm/fr.txt --lm-order 4 --dtype float16 --decoder-config configs/decoders/beam_words.yaml
+
+# Rebuild the shipped handwriting-en (htr/weights/), ~25 min on one core: the IAM CPU recipe started from handwriting-fr
+# on all 38 writers of $HTR_DATA_DIR/iam (90% of the lines train, 10% val), its LM (every IAM line, wordfreq's English
+# words and Debian's fortunes, cut to 4-grams for the 10 MB budget), then scripts/ship_model.py with the card's data,
+# licences and held-out figures (scripts/cards/handwriting-en.json: writer folds, each fit without its test writers).
+lm/en.arpa: data/text/en.txt | setup
+	$(BIN)/htr lm build --config configs/iam_lines_cpu.yaml $(IAM_ALL) --words en --general-text data/text/en.txt \
+		--output $@ --lexicon lm/en.txt
+handwriting-en: setup lm/en.arpa
+	OMP_NUM_THREADS=1 $(BIN)/htr fit --config configs/iam_lines_cpu.yaml --model.init_from handwriting-fr $(IAM_ALL) \
+		--trainer.default_root_dir outputs/handwriting_en --trainer.logger.init_args.experiment_name handwriting_en \
+		--registry.enabled false
+	$(BIN)/python scripts/ship_model.py --name handwriting-en --card-json scripts/cards/handwriting-en.json \
+		--checkpoint "$$(ls -t outputs/handwriting_en/*/*/checkpoints/best-*.ckpt | head -1)" \
+		--lm lm/en.arpa --lexicon lm/en.txt --lm-order 4 --dtype float16 --decoder-config configs/decoders/beam_words.yaml
 
 style: setup
 	$(BIN)/ruff format htr tests scripts
