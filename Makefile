@@ -42,21 +42,21 @@ smoke: setup
 	$(BIN)/htr fit --config configs/captcha.yaml --trainer.max_epochs 1 --trainer.limit_train_batches 5 --trainer.limit_val_batches 2
 
 bench: setup
-	$(BIN)/python scripts/bench_captcha.py
+	$(BIN)/python scripts/bench_captcha.py --out bench_captcha.json
 
 # The IAM CPU recipe's starting weights, ~3 h on one core: 8,000 lines rendered in handwriting fonts, 6 epochs
 # (stage 1), then twice 16,000 lines of another seed, 4 epochs from the stage before (stage 2 at max LR 0.0015,
 # stage 3 at 0.001). Each stage's held-out font CER: docs/benchmarks.md.
 PRETRAINED := $(HOME)/.cache/htr/pretrained
 PRETRAIN := OMP_NUM_THREADS=1 $(BIN)/python scripts/pretrain_synth.py
-# each later stage: more lines of a new seed, trained from the stage before
-NEXT_STAGE := --count 16000 --trainer.max_epochs 4
+# each later stage: more lines of a new seed, trained from the stage before (htr fit overrides after --)
+NEXT_STAGE := --count 16000
 pretrained: setup
-	$(PRETRAIN) --out $(PRETRAINED)/synth_iam_stage1.pt
-	$(PRETRAIN) $(NEXT_STAGE) --seed 1 --lines data/synth_iam_2 --model.init_from $(PRETRAINED)/synth_iam_stage1.pt \
-		--model.scheduler.init_args.max_lr 0.0015 --out $(PRETRAINED)/synth_iam_stage2.pt
-	$(PRETRAIN) $(NEXT_STAGE) --seed 2 --lines data/synth_iam_3 --model.init_from $(PRETRAINED)/synth_iam_stage2.pt \
-		--model.scheduler.init_args.max_lr 0.001 --out $(PRETRAINED)/synth_iam.pt
+	$(PRETRAIN) --weights $(PRETRAINED)/synth_iam_stage1.pt
+	$(PRETRAIN) $(NEXT_STAGE) --seed 1 --lines data/synth_iam_2 --weights $(PRETRAINED)/synth_iam_stage2.pt -- \
+		--trainer.max_epochs 4 --model.init_from $(PRETRAINED)/synth_iam_stage1.pt --model.scheduler.init_args.max_lr 0.0015
+	$(PRETRAIN) $(NEXT_STAGE) --seed 2 --lines data/synth_iam_3 --weights $(PRETRAINED)/synth_iam.pt -- \
+		--trainer.max_epochs 4 --model.init_from $(PRETRAINED)/synth_iam_stage2.pt --model.scheduler.init_args.max_lr 0.001
 
 # The page recipe's starting weights (configs/poilus.yaml), ~20 min on one core after `make pretrained`: the IAM CPU
 # recipe fit on all 38 writers of $HTR_DATA_DIR/iam (90% of the lines train, 10% val, no test), so that the wills'

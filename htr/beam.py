@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from flashlight.lib.text.decoder import (
     LM,
     CriterionType,
@@ -181,6 +182,13 @@ class BeamSearchDecoder(Decoder):
     def __repr__(self) -> str:
         args = ", ".join(f"{key}={value!r}" for key, value in self.__getstate__().items())
         return f"{type(self).__name__}({args})"
+
+
+def config_settings(config: str | Path) -> dict[str, Any]:
+    """The ``BeamSearchDecoder`` arguments of a decoder config's ``model.decoder`` (``configs/decoders/*.yaml``)
+    without its files: what a fold benchmark or a shipped model reuses with LM and lexicon files of its own."""
+    init_args = yaml.safe_load(Path(config).read_text(encoding="utf-8"))["model"]["decoder"]["init_args"]
+    return {key: value for key, value in init_args.items() if key not in FILE_ARGUMENTS}
 
 
 def _path(log_probs: np.ndarray, steps: list[int]) -> DecodedPath:

@@ -1,15 +1,20 @@
 """``htr serve`` and ``htr ui``: MLflow's model server and UI on htr's store, from any directory.
 
 Both run MLflow's own commands with ``MLFLOW_TRACKING_URI`` set to the store ``htr fit`` logs to (``htr.store``),
-so that a user needs neither the store's path nor the working directory it was created in.
+so that a user needs neither the store's path nor the working directory it was created in. ``start_server`` and
+``stop_server`` run such a server in the background, for the serving benchmark and the tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,3 +73,47 @@ def ui(args: Sequence[str] | None = None) -> None:
     for experiment in MlflowClient(uri).search_experiments():
         print(f"{experiment.name:<20} {experiment_url(base, experiment.experiment_id)}", flush=True)
     sys.exit(_mlflow(["ui", "--backend-store-uri", uri, "--host", options.host, "--port", str(options.port)], uri))
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on now (for servers, DDP rendezvous, dead-server checks)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(
+    command: list[str], env: dict[str, str], health_url: str, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.Popen:
+    """Start a server in its own process group and wait until ``health_url`` answers 200.
+
+    Raises:
+        RuntimeError: the server exited first (with the end of its stderr).
+        TimeoutError: no answer within ``timeout`` seconds (the server is stopped).
+    """
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            _, stderr = process.communicate()
+            raise RuntimeError(f"{command[:3]} exited with {process.returncode}: {stderr[-2000:]}")
+        try:
+            with urllib.request.urlopen(health_url, timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+    stop_server(process)
+    raise TimeoutError(f"{command[:3]} did not answer {health_url} within {timeout} s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """Stop a server started by ``start_server`` and its workers (its process group, whose id is its PID)."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -19,31 +19,31 @@ documents):
 
 Calibration is deterministic, so one run is the measurement; ``fit_seconds`` is the calibration's wall time.
 
-    python scripts/bench_calibration.py --checkpoint BEST.ckpt -- --config configs/captcha.yaml
-    python scripts/bench_calibration.py --checkpoint BEST.ckpt --decoder model -- --config configs/iam_lines_cpu.yaml
+    python scripts/bench_calibration.py --checkpoint BEST.ckpt --config configs/captcha.yaml [-- htr fit overrides]
+    python scripts/bench_calibration.py --checkpoint BEST.ckpt --decoder model --config configs/iam_lines_cpu.yaml
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
 import time
 from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
-from machine import machine_info  # noqa: E402 - scripts/machine.py
-
-from htr.alphabet import Alphabet  # noqa: E402
-from htr.calibration import BINS, LogitBatch, Scored, auroc, calibrate, collect_logits, score, spearman  # noqa: E402
-from htr.cli import build_cli  # noqa: E402
-from htr.decoding import GREEDY, Decoder  # noqa: E402
-from htr.lit_module import HTRLitModule  # noqa: E402
+from htr.alphabet import Alphabet
+from htr.calibration import BINS, LogitBatch, Scored, auroc, calibrate, collect_logits, score, spearman
+from htr.cli import build_cli
+from htr.decoding import GREEDY, Decoder
+from htr.evaluation.report import emit, machine_info, script_parser
+from htr.lit_module import HTRLitModule
 
 TARGET_ECE = 0.05
+DECODER_HELP = (
+    "how the splits are read: greedy, or the checkpoint's own decoder (e.g. beam search with its LM); calibration is "
+    "fitted on greedy readings of val either way, as at the end of fit"
+)
+LINE_TARGET_HELP = "what line confidences are fitted to (auto: exact when most texts hold no space)"
 
 
 def _round(value: float, digits: int = 4) -> float | None:
@@ -137,24 +137,15 @@ def targets(test: dict[str, Any]) -> dict[str, Any]:
     return goals
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", "--ckpt", dest="checkpoint", required=True, help="checkpoint of htr fit")
+def main(argv: list[str] | None = None) -> None:
+    parser = script_parser(__doc__, fit_args=True)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint of htr fit")
+    parser.add_argument("--config", default="configs/captcha.yaml", help="the training config (data, splits)")
     parser.add_argument("--bins", type=int, default=BINS, help="equal-width bins of the ECE")
-    parser.add_argument(
-        "--decoder", choices=["greedy", "model"], default="greedy",
-        help="how the splits are read: greedy, or the checkpoint's own decoder (e.g. beam search with its LM); "
-        "calibration is fitted on greedy readings of val either way, as at the end of fit",
-    )  # fmt: skip
-    parser.add_argument(
-        "--line-target",
-        choices=["auto", "exact", "cer"],
-        default="auto",
-        help="what line confidences are fitted to (auto: exact when most texts hold no space)",
-    )
-    parser.add_argument("fit_args", nargs="*", help="htr fit arguments (a config and overrides), after --")
-    args = parser.parse_args()
-    fit_args = args.fit_args or ["--config", "configs/captcha.yaml"]
+    parser.add_argument("--decoder", choices=["greedy", "model"], default="greedy", help=DECODER_HELP)
+    parser.add_argument("--line-target", choices=["auto", "exact", "cer"], default="auto", help=LINE_TARGET_HELP)
+    args = parser.parse_args(argv)
+    fit_args = ["--config", args.config, *args.overrides]
     datamodule = build_cli([*fit_args, "--trainer.logger", "false"], run=False).datamodule
     datamodule.setup("fit")
     module = HTRLitModule.load_from_checkpoint(args.checkpoint, map_location="cpu")
@@ -176,26 +167,21 @@ def main() -> None:
             after = score(batches, module.alphabet, calibration.temperature, calibration.mapping, before.target,
                           decoder)  # fmt: skip
         splits[split] = report(before, after, best_path_confidence(batches, module.alphabet, decoder), args.bins)
-    print(
-        json.dumps(
-            {
-                "checkpoint": args.checkpoint,
-                "config": fit_args,
-                "decoder": repr(decoder) if args.decoder == "model" else "greedy",
-                "bins": args.bins,
-                "temperature": _round(calibration.temperature),
-                "confidence_map": dict(zip(("line", "word", "char"), map(list, calibration.mapping))),
-                "checkpoint_temperature": _round(float(module.temperature)),
-                "checkpoint_confidence_map": [list(level) for level in module.confidence_map],
-                "fit_seconds": round(seconds, 2),
-                **splits,
-                "targets": targets(splits["test"]),
-                "machine": machine_info(),
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-    )
+    results = {
+        "checkpoint": args.checkpoint,
+        "config": fit_args,
+        "decoder": repr(decoder) if args.decoder == "model" else "greedy",
+        "bins": args.bins,
+        "temperature": _round(calibration.temperature),
+        "confidence_map": dict(zip(("line", "word", "char"), map(list, calibration.mapping))),
+        "checkpoint_temperature": _round(float(module.temperature)),
+        "checkpoint_confidence_map": [list(level) for level in module.confidence_map],
+        "fit_seconds": round(seconds, 2),
+        **splits,
+        "targets": targets(splits["test"]),
+        "machine": machine_info(),
+    }
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,19 @@
 """Captcha benchmark: training speed and accuracy per seed, inference throughput, side by side with the peer.
 
-Prints one JSON object (and writes it to --out). For each seed it trains the default config through the
+Prints one JSON object (also to --out). For each seed it trains the default config through the
 real CLI and records seconds per epoch, wall time until val exact match >= 95%, val/test exact match and
 CER; then it measures inference images/s of the trained recognizer at batch 1, 32 and 64 (median of 5
 windows). With --peer-python it runs the Keras peer (../shared/peers/keras_captcha/run.py) right after each
 htr seed, on the same train+val images with htr's test split as its holdout, and reports the ratios.
-With --folds K each seed is trained K times on the disjoint test splits of its order (``data.fold``) and
-"held_out" pools the test errors of all runs.
+With --folds 0 1 ... each seed is trained once per fold, on the disjoint test splits of its order (``data.fold``:
+0 to 8 for the 934 captchas), and "held_out" pools the test errors of all runs.
 
-    python scripts/bench_captcha.py --seeds 1 2 3 [--peer-python /path/to/tf-venv/bin/python] [htr fit overrides]
-    OMP_NUM_THREADS=1 python scripts/bench_captcha.py --seeds 1 --folds 9   # held-out accuracy, 846 captchas
+    python scripts/bench_captcha.py --seeds 1 2 3 [--peer-python /path/to/tf-venv/bin/python] [-- htr fit overrides]
+    OMP_NUM_THREADS=1 python scripts/bench_captcha.py --seeds 1 --folds 0 1 2 3 4 5 6 7 8   # held out: 846 captchas
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -25,15 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import torch
+from lightning import Callback
 
-import torch  # noqa: E402
-from lightning import Callback  # noqa: E402
-from machine import machine_info  # noqa: E402 - scripts/machine.py
-
-from htr.cli import main  # noqa: E402
-from htr.inference import Recognizer  # noqa: E402
-from htr.loading import load_model  # noqa: E402
+from htr import cli as htr_cli
+from htr.evaluation.report import emit, machine_info, script_parser
+from htr.evaluation.timing import throughput
+from htr.inference import Recognizer
+from htr.loading import load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = REPO_ROOT.parent / "shared" / "peers" / "keras_captcha" / "run.py"
@@ -65,16 +63,7 @@ class _Clock(Callback):
 def _throughput(recognizer: Recognizer, images: list[torch.Tensor], batch: int, seconds: float = 2.0) -> float:
     """Median images/s of forward + greedy decoding over 5 windows, after a warm-up."""
     chunk = (images * (batch // len(images) + 1))[:batch]
-    for _ in range(5):
-        recognizer.transcribe_tensors(chunk)
-    rates = []
-    for _ in range(5):
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 5:
-            recognizer.transcribe_tensors(chunk)
-            count += batch
-        rates.append(count / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return throughput(recognizer.transcribe_tensors, [chunk], 5, 5, seconds / 5).per_s
 
 
 def bench_htr(seed: int, fold: int, config: str, extra: list[str], workdir: Path) -> tuple[dict, Recognizer, object]:
@@ -84,7 +73,7 @@ def bench_htr(seed: int, fold: int, config: str, extra: list[str], workdir: Path
     args += ["--trainer.default_root_dir", str(workdir / f"htr_seed{seed}_fold{fold}")]
     args += ["--registry.enabled", "false", "--trainer.callbacks+", "__main__._Clock", *extra]
     start = time.perf_counter()
-    cli = main(args)
+    cli = htr_cli.main(args)
     train_seconds = time.perf_counter() - start
     clock = next(c for c in cli.trainer.callbacks if isinstance(c, _Clock))
     best = cli.trainer.checkpoint_callback.best_model_path
@@ -140,19 +129,19 @@ def bench_peer(python: str, seed: int, fold: int, datamodule, workdir: Path) -> 
     }
 
 
-def main_bench() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = script_parser(__doc__, fit_args=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--folds", type=int, default=1, help="per seed, train on test folds 0..FOLDS-1 (k-fold)")
+    parser.add_argument("--folds", type=int, nargs="+", default=[0], help="per seed, the test folds to train for")
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "captcha.yaml"))
     parser.add_argument("--peer-python", help="python of a venv with tensorflow, to run the Keras peer beside htr")
-    parser.add_argument("--out", default="bench_captcha.json", help="where to write the JSON too")
-    options, extra = parser.parse_known_args()  # the rest goes to `htr fit`, e.g. --trainer.max_epochs=30
+    options = parser.parse_args(argv)
+    extra = options.overrides
     runs, peers = [], []
     with tempfile.TemporaryDirectory(prefix="bench_captcha_") as scratch:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"  # keep benchmark runs out of the store
         for seed in options.seeds:
-            for fold in range(options.folds):
+            for fold in options.folds:
                 result, recognizer, datamodule = bench_htr(seed, fold, options.config, extra, Path(scratch))
                 test_samples = datamodule.datasets["test"].samples
                 images = [recognizer.preprocess(s.path) for s in test_samples]
@@ -161,7 +150,7 @@ def main_bench() -> None:
                     for sample, found in zip(test_samples, recognizer.transcribe_tensors(images))
                     if found.text != sample.text
                 ]
-                if fold == 0:  # the same network on every fold: throughput once per seed
+                if fold == options.folds[0]:  # the same network on every fold: throughput once per seed
                     rates = {f"b{b}": round(_throughput(recognizer, images, b), 1) for b in (1, 32, 64)}
                     result["inference_img_per_s"] = rates
                 runs.append(result)
@@ -174,9 +163,7 @@ def main_bench() -> None:
     if peers:
         report["peer_keras"] = peers
         report["ratios_htr_over_peer"] = _ratios(runs, peers)
-    text = json.dumps(report, indent=2)
-    Path(options.out).write_text(text)
-    print(text)
+    emit(report, options.out)
 
 
 def _held_out(runs: list[dict]) -> dict:
@@ -210,4 +197,4 @@ def _ratios(runs: list[dict], peers: list[dict]) -> dict:
 
 
 if __name__ == "__main__":
-    main_bench()
+    main()

@@ -6,31 +6,27 @@ Builds the datamodule and model of a config through the real CLI (``htr fit`` ar
     starting the workers; later ones show what persistence saves);
   - step: images/s the training step consumes (forward, CTC loss, backward, optimizer step through Lightning)
     on batches already in memory, i.e. with data loading taken out;
-and prints one JSON object: medians of --repeats runs, machine info, and ``headroom`` = loader / step images/s
-per setting (above 1: the loader keeps up).
+and prints one JSON object (also to --out): medians of --repeats runs, machine info, and ``headroom`` = loader /
+step images/s per setting (above 1: the loader keeps up).
 
-    python scripts/bench_data.py [--workers 0 1 2] [--batches 20] -- --config configs/captcha.yaml [overrides]
+    python scripts/bench_data.py [--workers 0 1 2] [--batches 20] --config configs/captcha.yaml [-- overrides]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import time
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import torch
+from lightning import Callback, LightningModule, Trainer
+from torch.utils.data import DataLoader
 
-import torch  # noqa: E402
-from lightning import Callback, LightningModule, Trainer  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from htr.cli import build_cli  # noqa: E402
-from htr.data.collate import Batch  # noqa: E402
-from htr.data.datamodule import TextImageDataModule  # noqa: E402
-from htr.lit_module import HTRLitModule  # noqa: E402
+from htr.cli import build_cli
+from htr.data.collate import Batch
+from htr.data.datamodule import TextImageDataModule
+from htr.evaluation.report import emit, machine_info, script_parser
+from htr.lit_module import HTRLitModule
 
 
 class _StepClock(Callback):
@@ -82,15 +78,15 @@ def step_images_per_s(module: HTRLitModule, datamodule: TextImageDataModule, bat
     return sum(len(b) for b in held[1:]) / clock.seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = script_parser(__doc__, fit_args=True)
+    parser.add_argument("--config", default="configs/captcha.yaml", help="the training config (data, model)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batches", type=int, default=20, help="train batches per timed epoch")
     parser.add_argument("--epochs", type=int, default=2, help="loader epochs per run (persistent workers show)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("fit_args", nargs="*", help="htr fit arguments, after --")
-    args = parser.parse_args()
-    fit_args = args.fit_args or ["--config", "configs/captcha.yaml"]
+    args = parser.parse_args(argv)
+    fit_args = ["--config", args.config, *args.overrides]
     cli = build_cli([*fit_args, "--trainer.logger", "false"], run=False)
     datamodule, module = cli.datamodule, cli.model
     datamodule.setup("fit")
@@ -103,31 +99,19 @@ def main() -> None:
         for key, runs in loader.items()
     }
     step = round(statistics.median(step_images_per_s(module, datamodule, args.batches) for _ in range(args.repeats)), 1)
-    print(
-        json.dumps(
-            {
-                "config": fit_args,
-                "batch_size": datamodule.batch_size,
-                "batches_per_epoch": args.batches,
-                "repeats": args.repeats,
-                "persistent_workers": "when workers > 0",
-                "pin_memory": datamodule.pin_memory and torch.cuda.is_available(),
-                "loader_images_per_s_by_epoch": loader_median,
-                "train_step_images_per_s": step,
-                "headroom_last_epoch": {key: round(rates[-1] / step, 2) for key, rates in loader_median.items()},
-                "machine": {
-                    "cpu_count": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__,
-                    "device": torch.cuda.get_device_name()
-                    if torch.cuda.is_available()
-                    else platform.processor() or "cpu",
-                    "python": platform.python_version(),
-                },
-            },
-            indent=2,
-        )
-    )
+    report = {
+        "config": fit_args,
+        "batch_size": datamodule.batch_size,
+        "batches_per_epoch": args.batches,
+        "repeats": args.repeats,
+        "persistent_workers": "when workers > 0",
+        "pin_memory": datamodule.pin_memory and torch.cuda.is_available(),
+        "loader_images_per_s_by_epoch": loader_median,
+        "train_step_images_per_s": step,
+        "headroom_last_epoch": {key: round(rates[-1] / step, 2) for key, rates in loader_median.items()},
+        "machine": machine_info(device=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"),
+    }
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -11,64 +11,51 @@ logits, then decodes them with each decoder:
 Prints one JSON object: per decoder the test CER/WER and decodes/s (median of --repeats timed passes over the
 test lines, network excluded), the validation grid, and machine info.
 
-    python scripts/bench_decoding.py --ckpt outputs/iam_lines_cpu/checkpoints/best-*.ckpt \\
-        --config configs/iam_lines_cpu.yaml [--lm lm.arpa] [--out results.json] [-- CLI overrides]
+    python scripts/bench_decoding.py --checkpoint outputs/iam_lines_cpu/checkpoints/best-*.ckpt \\
+        --config configs/iam_lines_cpu.yaml [--lm lm.arpa] [--out results.json] [-- htr fit overrides]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import torch  # noqa: E402
-from torchmetrics.text import CharErrorRate, WordErrorRate  # noqa: E402
-
-from htr.beam import BeamSearchDecoder  # noqa: E402
-from htr.cli import build_cli  # noqa: E402
-from htr.decoding import GREEDY, Decoder, decode  # noqa: E402
-from htr.lit_module import HTRLitModule  # noqa: E402
-from htr.lm import build_arpa  # noqa: E402
-
-Logits = list[tuple[torch.Tensor, torch.Tensor, list[str]]]  # per batch: (T, N, C) logits, (N,) lengths, texts
+from htr.beam import BeamSearchDecoder
+from htr.calibration import LogitBatch, collect_logits
+from htr.cli import build_cli
+from htr.decoding import GREEDY, Decoder, decode
+from htr.evaluation.report import emit, machine_info, script_parser
+from htr.evaluation.scores import score
+from htr.lit_module import HTRLitModule
+from htr.lm import build_arpa
 
 
-@torch.inference_mode()
-def _logits(module: HTRLitModule, loader) -> Logits:  # noqa: ANN001 - a DataLoader of htr Batches
-    return [
-        (module.net(batch.images, batch.widths), module.net.output_lengths(batch.widths), list(batch.texts))
-        for batch in loader
-    ]
-
-
-def _score(module: HTRLitModule, batches: Logits, decoder: Decoder, repeats: int = 1) -> dict[str, float]:
+def _score(module: HTRLitModule, batches: list[LogitBatch], decoder: Decoder, repeats: int = 1) -> dict[str, float]:
     """CER and WER of ``decoder`` on the batches, and lines decoded per second (median of ``repeats`` passes)."""
     seconds = []
     for _ in range(repeats):
         start, predictions = time.perf_counter(), []
-        for logits, lengths, _ in batches:
+        for batch in batches:
             predictions += [
-                t.text for t in decode(logits, lengths, module.alphabet, decoder, float(module.temperature))
+                t.text for t in decode(batch.logits, batch.lengths, module.alphabet, decoder, float(module.temperature))
             ]
         seconds.append(time.perf_counter() - start)
-    targets = [text for _, _, texts in batches for text in texts]
+    targets = [text for batch in batches for text in batch.texts]
+    scores = score(predictions, targets)
     return {
-        "cer": round(float(CharErrorRate()(predictions, targets)), 4),
-        "wer": round(float(WordErrorRate()(predictions, targets)), 4),
+        "cer": scores["cer"],
+        "wer": scores["wer"],
         "decodes_per_s": round(len(targets) / statistics.median(seconds), 1),
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", type=Path, required=True, help="a checkpoint of `htr fit` on --config")
+def main(argv: list[str] | None = None) -> None:
+    parser = script_parser(__doc__, fit_args=True)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint of `htr fit` on --config")
     parser.add_argument("--config", required=True, help="the training config (data, splits)")
     parser.add_argument("--lm", type=Path, help="character ARPA LM; default: built from the train split (--order)")
     parser.add_argument("--order", type=int, default=6, help="n-gram order of the LM built here (default 6)")
@@ -77,15 +64,14 @@ def main() -> None:
     parser.add_argument("--lm-weights", type=float, nargs="+", default=[0.2, 0.4, 0.7, 1.0])
     parser.add_argument("--word-scores", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0])
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the test lines per decoder")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
-    options, overrides = parser.parse_known_args()
-    overrides = [arg for arg in overrides if arg != "--"]
+    options = parser.parse_args(argv)
+    overrides = options.overrides
 
     cli = build_cli(["--config", options.config, *overrides, "--trainer.logger", "false"], run=False)
     datamodule = cli.datamodule
     datamodule.setup("fit")
     datamodule.setup("test")
-    module = HTRLitModule.load_from_checkpoint(options.ckpt, map_location="cpu").eval()
+    module = HTRLitModule.load_from_checkpoint(options.checkpoint, map_location="cpu").eval()
     if missing := module.alphabet.unknown(datamodule.charset):  # more is fine: a fine-tuned model keeps its start's
         raise SystemExit(f"the checkpoint's charset {module.alphabet} lacks {missing} of the data's")
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,15 +79,15 @@ def main() -> None:
         if lm is None:  # the training transcriptions only: val and test lines stay unseen by the LM
             texts = [sample.text for sample in datamodule.split_samples()["train"]]
             lm = build_arpa(texts, Path(tmp) / "train.arpa", options.order, datamodule.charset)
-        val = _logits(module, datamodule.val_dataloader())
-        test = _logits(module, datamodule.test_dataloader())
+        val = collect_logits(module.net, datamodule.val_dataloader())
+        test = collect_logits(module.net, datamodule.test_dataloader())
 
         grid = []
         for lm_weight in options.lm_weights:
             for word_score in options.word_scores:
                 decoder = BeamSearchDecoder(options.beam_width, lm, lm_weight, word_score)
                 grid.append({"lm_weight": lm_weight, "word_score": word_score, **_score(module, val, decoder)})
-                print(json.dumps(grid[-1]), flush=True)
+                print(json.dumps(grid[-1]), file=sys.stderr, flush=True)
         best = min(grid, key=lambda row: (row["cer"], row["wer"]))
         tuned = {"lm_weight": best["lm_weight"], "word_score": best["word_score"]}
         decoders: dict[str, Decoder] = {
@@ -119,25 +105,16 @@ def main() -> None:
         }
 
     report = {
-        "checkpoint": str(options.ckpt),
+        "checkpoint": str(options.checkpoint),
         "config": [options.config, *overrides],
-        "lines": {"val": sum(len(t) for _, _, t in val), "test": sum(len(t) for _, _, t in test)},
+        "lines": {"val": sum(len(batch.texts) for batch in val), "test": sum(len(batch.texts) for batch in test)},
         "lm": {"file": str(options.lm or f"built from the train split, order {options.order}"), "tuned_on_val": tuned},
         "beam_width": options.beam_width,
         "decoders": results,
         "val_grid": grid,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
+        "machine": machine_info(),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if options.out:
-        options.out.write_text(text + "\n")
+    emit(report, options.out)
 
 
 if __name__ == "__main__":

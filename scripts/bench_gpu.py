@@ -6,9 +6,9 @@ Two parts, each through the real CLI (``htr fit`` configs; MLflow logging and re
      samples/s and seconds per epoch (median over --epochs epochs after the first, which pays for cuDNN's
      autotuning and the allocator's warm-up), and the peak GPU memory of the run;
   2. convergence: ``configs/iam_lines_cpu.yaml`` (the CPU recipe; from --init-from when that file exists) on the GPU
-     until validation CER <= --target-cer or --max-minutes: the step, epoch and seconds at which it got there.
+     until validation CER <= --target-cer or --budget-s: the step, epoch and seconds at which it got there.
 Data: --data-dir, the 876-line subset in ../shared/data/iam by default (full IAM where you have it: the
-configs' ``split: auto`` then takes the RWTH lists). Prints one JSON object and writes it to --out.
+configs' ``split: auto`` then takes the RWTH lists). Prints one JSON object (also to --out).
 
 Without a CUDA device it prints why in one line and exits with status 2: there is nothing to measure on a CPU.
 ``--device cpu --precisions 32-true`` runs the same two parts, a few steps each, to check the script itself (the
@@ -19,23 +19,19 @@ figures mean nothing; bf16 is emulated on this CPU and takes minutes a step).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import torch
+from lightning import Callback, LightningModule, Trainer
 
-import torch  # noqa: E402
-from folds import max_time  # noqa: E402 - scripts/folds.py
-from lightning import Callback, LightningModule, Trainer  # noqa: E402
-from machine import machine_info  # noqa: E402 - scripts/machine.py
-
-from htr.data.collate import Batch  # noqa: E402
+from htr.data.collate import Batch
+from htr.evaluation.folds import max_time
+from htr.evaluation.report import emit, machine_info, script_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
@@ -108,17 +104,16 @@ def fit(args: list[str], clock: GpuClock) -> GpuClock:
     return clock
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = script_parser(__doc__)
     parser.add_argument("--data-dir", default=str(REPO_ROOT.parent / "shared" / "data" / "iam"))
     parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
     parser.add_argument("--epochs", type=int, default=4, help="throughput epochs per precision")
     parser.add_argument("--target-cer", type=float, default=0.3, help="validation CER the recipe has to reach")
-    parser.add_argument("--max-minutes", type=float, default=4.0, help="time cap of the convergence part")
+    parser.add_argument("--budget-s", type=float, default=240, help="wall-time budget of the convergence part")
     parser.add_argument("--init-from", default=str(PRETRAINED), help="the recipe's pretrained start, if present")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: a smoke test of the script")
-    parser.add_argument("--out", default="bench_gpu.json")
-    options = parser.parse_args()
+    options = parser.parse_args(argv)
     if options.device == "cuda" and not torch.cuda.is_available():
         print("bench_gpu: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU machine, or with "
               "--device cpu to check the script only", file=sys.stderr)  # fmt: skip
@@ -141,7 +136,7 @@ def main() -> None:
         print(json.dumps({precision: throughput[precision]}), file=sys.stderr, flush=True)
 
     recipe = ["--config", str(CONFIGS / "iam_lines_cpu.yaml"), *common, "--trainer.accelerator", options.device]
-    recipe += ["--trainer.max_time", max_time(options.max_minutes * 60)]
+    recipe += ["--trainer.max_time", max_time(options.budget_s)]
     recipe += ["--trainer.max_epochs", "2" if smoke else "200"]
     init_from = options.init_from if Path(options.init_from).expanduser().exists() else None
     if init_from:
@@ -152,15 +147,13 @@ def main() -> None:
         "recipe_iam_lines_cpu": {
             "init_from": init_from,
             "target_val_cer": options.target_cer,
-            "reached": clock.reached,  # None: not within --max-minutes
+            "reached": clock.reached,  # None: not within --budget-s
             **clock.summary(),
         },
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (smoke test)",
         "machine": machine_info(),
     }
-    text = json.dumps(report, indent=2)
-    Path(options.out).write_text(text)
-    print(text)
+    emit(report, options.out)
 
 
 if __name__ == "__main__":

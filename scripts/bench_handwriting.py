@@ -7,17 +7,17 @@ traced recognizer at batch 1 and 16 (median of 5 windows). "pooled" scores every
 (character and word edits over all references), since one fold of ~4 writers moves by several points. Each fold is
 scored with greedy decoding (what the registered model does by default) and, unless --lm-order 0, with beam search
 and a character n-gram LM of that fold's training lines only (``beam_lm``), and with that LM widened by a
-language's general word statistics and held to a lexicon (``beam_words``; scripts/fold_decoders.py), and with
+language's general word statistics and held to a lexicon (``beam_words``; htr.evaluation.decoders), and with
 --general-text that LM also learning a text of the language (``beam_text``). --rescore reads the folds of earlier
 reports again from their best checkpoints (e.g. with --general-text) without training.
 With --peer-ketos, Kraken's recognizer trains on the same fold's lines at the same time with the same wall-time budget
-(--budget-s, also htr's trainer.max_time). Prints one JSON object and writes it to --out; --pool merges the reports
-of earlier runs (folds run apart) into one pooled figure. Run it from the repository root (the configs' data_dir is
-relative).
+(--budget-s, also htr's trainer.max_time). Prints one JSON object (also to --out); --pool merges the reports of
+earlier runs (folds run apart) into one pooled figure. htr fit overrides come after --. Run it from the repository
+root (the configs' data_dir is relative).
 
-    OMP_NUM_THREADS=1 python scripts/bench_handwriting.py --folds 0 1 2 [--workdir DIR] [--trainer.max_epochs=60 ...]
+    OMP_NUM_THREADS=1 python scripts/bench_handwriting.py --folds 0 1 2 [--workdir DIR] [-- --trainer.max_epochs=60]
     OMP_NUM_THREADS=1 python scripts/bench_handwriting.py --folds 1 --budget-s 1500 \
-        --peer-ketos /work/kraken-venv/bin/ketos --model.init_from ~/.cache/htr/pretrained/synth_iam.pt
+        --peer-ketos /work/kraken-venv/bin/ketos -- --model.init_from ~/.cache/htr/pretrained/synth_iam.pt
     python scripts/bench_handwriting.py --pool fold0.json fold1.json fold2.json --out pooled.json
     python scripts/bench_handwriting.py --rescore pooled.json --general-text data/text/en.txt --out reread.json
 """
@@ -25,31 +25,27 @@ relative).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import torch
+from lightning import Callback
 
-import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
-import torch  # noqa: E402
-from fold_decoders import fold_decoders, text_lines  # noqa: E402 - scripts/fold_decoders.py
-from folds import max_time, report_folds, run_folds  # noqa: E402 - scripts/folds.py
-from lightning import Callback  # noqa: E402
-from machine import machine_info  # noqa: E402 - scripts/machine.py
-from scores import pooled, score  # noqa: E402 - scripts/scores.py
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from htr.cli import build_cli, main  # noqa: E402
-from htr.data.datamodule import TextImageDataModule  # noqa: E402
-from htr.data.dataset import TextImageDataset  # noqa: E402
-from htr.data.stats import build_datamodule  # noqa: E402
-from htr.inference import Recognizer  # noqa: E402
-from htr.loading import load_model  # noqa: E402
+from htr import cli as htr_cli
+from htr.data.datamodule import TextImageDataModule
+from htr.data.dataset import TextImageDataset
+from htr.data.stats import build_datamodule
+from htr.evaluation import kraken
+from htr.evaluation.decoders import fold_decoders, text_lines
+from htr.evaluation.folds import max_time, report_folds, run_folds
+from htr.evaluation.report import emit, machine_info, script_parser
+from htr.evaluation.scores import pooled, score
+from htr.evaluation.timing import forward_flops, throughput
+from htr.inference import Recognizer
+from htr.loading import load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,15 +67,7 @@ class _EpochClock(Callback):
 def _lines_per_second(recognizer: Recognizer, images: list[torch.Tensor], batch: int, seconds: float = 3.0) -> float:
     """Median lines/s of traced forward + greedy decoding over 5 windows, after a warm-up."""
     chunk = (images * (batch // len(images) + 1))[:batch]
-    recognizer.transcribe_tensors(chunk, batch)
-    rates = []
-    for _ in range(5):
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 5:
-            recognizer.transcribe_tensors(chunk, batch)
-            count += batch
-        rates.append(count / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return throughput(lambda lines: recognizer.transcribe_tensors(lines, batch), [chunk], 1, 5, seconds / 5).per_s
 
 
 def _augmentation_ms_per_line(dataset: TextImageDataset, repeats: int = 3) -> float | None:
@@ -95,39 +83,21 @@ def _augmentation_ms_per_line(dataset: TextImageDataset, repeats: int = 3) -> fl
     return statistics.median(times)
 
 
-def _flops_per_line(recognizer: Recognizer, width: int) -> int:
-    """Floating-point operations (2 per multiply-accumulate) of one forward pass over a line ``width`` px wide.
-
-    torch's FlopCounterMode counts convolutions and matrix products but not the fused LSTM kernel, so each
-    LSTM's gate products are added: 2 x 4 gates x hidden x (input + hidden) per time step.
-    """
-    image = torch.zeros(1, 1, recognizer.height, width)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        recognizer.net(image, torch.tensor([width]))
-    steps = int(recognizer.net.output_lengths(torch.tensor([width]))[0])
-    lstm = sum(
-        2 * 4 * m.hidden_size * (m.input_size + m.hidden_size) * steps * m.num_layers
-        for m in recognizer.net.modules()
-        if isinstance(m, torch.nn.LSTM)
-    )
-    return counter.get_total_flops() + lstm
-
-
 def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: list[str]) -> dict:
     """Train and score one writer fold (and Kraken beside it when asked); returns its figures."""
     peer = None
     if options.peer_ketos:
-        splits = kraken_peer.config_splits(options.config, fold, extra)
-        lists = kraken_peer.write_line_lists(splits, workdir / f"lines{fold}")
+        splits = kraken.config_splits(options.config, fold, extra)
+        lists = kraken.write_line_lists(splits, workdir / f"lines{fold}")
         out = workdir / f"kraken{fold}"
-        peer = kraken_peer.start(options.peer_ketos, lists, "path", options.budget_s, options.peer_threads, out)
+        peer = kraken.start(options.peer_ketos, lists, "path", options.budget_s, options.peer_threads, out)
     args = ["fit", "--config", options.config, "--data.init_args.fold", str(fold)]
     args += ["--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(workdir / f"fold{fold}")]
     if options.budget_s:
         args += ["--trainer.max_time", max_time(options.budget_s)]
     args += ["--registry.enabled", "false", *extra, "--trainer.callbacks+", "__main__._EpochClock"]
     start = time.perf_counter()
-    cli = main(args)
+    cli = htr_cli.main(args)
     train_seconds = time.perf_counter() - start
     clock = next(c for c in cli.trainer.callbacks if isinstance(c, _EpochClock))
     best = cli.trainer.checkpoint_callback.best_model_path
@@ -135,6 +105,7 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
     samples = cli.datamodule.datasets["test"].samples
     images = [recognizer.preprocess(s.path) for s in samples]
     widths = sorted(image.shape[-1] for image in images)
+    median_width = widths[len(widths) // 2]
     result = {
         "fold": fold,
         "test_writers": sorted({s.writer for s in samples}),
@@ -146,19 +117,21 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
         "seconds_per_epoch_median": round(statistics.median(clock.seconds), 2),
         "augmentation_ms_per_line": _round(_augmentation_ms_per_line(cli.datamodule.datasets["train"]), 2),
         "parameters": sum(p.numel() for p in cli.model.net.parameters()),
-        "median_test_width_px": widths[len(widths) // 2],
-        "flops_per_line": _flops_per_line(recognizer, widths[len(widths) // 2]),
+        "median_test_width_px": median_width,
+        "flops_per_line": forward_flops(recognizer.net, torch.zeros(1, recognizer.height, median_width))["total"],
         "lines_per_s": {f"b{b}": round(_lines_per_second(recognizer, images, b), 1) for b in (1, 16)},
     }
     result |= _test_readings(recognizer, images, cli.datamodule, fold, workdir, options)
     if peer is not None:
-        result["kraken"] = kraken_peer.report(peer, workdir / f"kraken{fold}")
+        result["kraken"] = kraken.report(peer, workdir / f"kraken{fold}")
     return result
 
 
 def rescore_fold(earlier: dict, workdir: Path, options: argparse.Namespace, extra: list[str]) -> dict:
     """A fold of an earlier report read again from its best checkpoint (other decoders, no training)."""
-    datamodule = build_datamodule([options.config], ["--data.init_args.fold", str(earlier["fold"]), *extra], build_cli)
+    datamodule = build_datamodule(
+        [options.config], ["--data.init_args.fold", str(earlier["fold"]), *extra], htr_cli.build_cli
+    )
     datamodule.setup("fit")
     datamodule.setup("test")
     recognizer = load_model(earlier["best_checkpoint"])
@@ -204,15 +177,14 @@ def pool(folds: list[dict]) -> dict:
     for reader in ("greedy", "beam_lm", "beam_words", "beam_text"):
         if all(reader in f for f in folds):
             summary[reader] = {**pooled(f[reader] for f in folds), "cer_per_fold": [f[reader]["cer"] for f in folds]}
-    summary["kraken_beside_htr_greedy"] = kraken_peer.pooled_beside_htr(folds, lambda fold: fold["greedy"])
+    summary["kraken_beside_htr_greedy"] = kraken.pooled_beside_htr(folds, lambda fold: fold["greedy"])
     return summary
 
 
-def main_bench() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = script_parser(__doc__, fit_args=True)
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2], help="writer folds to hold out (0-7)")
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "iam_lines_cpu.yaml"))
-    parser.add_argument("--out", default="bench_handwriting.json", help="where to write the JSON too")
     parser.add_argument("--workdir", default=None, help="keep the folds' checkpoints, LMs and MLflow runs here")
     parser.add_argument("--lm-order", type=int, default=6, help="character LM order for beam scoring (0: greedy only)")
     parser.add_argument("--words", default="en", help="language of the general words for beam_words ('': none)")
@@ -226,7 +198,8 @@ def main_bench() -> None:
     parser.add_argument(
         "--rescore", nargs="+", type=Path, help="read the folds of these reports again (their best checkpoints)"
     )
-    options, extra = parser.parse_known_args()  # the rest goes to `htr fit`, e.g. --trainer.max_epochs=30
+    options = parser.parse_args(argv)
+    extra = options.overrides
     if options.pool:
         folds, sources = report_folds(options.pool)
         report = {"pooled_from": sources, "folds": folds}
@@ -241,10 +214,8 @@ def main_bench() -> None:
         folds = run_folds(options.folds, partial(bench_fold, options=options, extra=extra), options.workdir)
         report = {"config": options.config, "overrides": extra, "budget_s": options.budget_s, "folds": folds}
     report |= {"pooled": pool(folds), "machine": machine_info()}
-    text = json.dumps(report, indent=2)
-    Path(options.out).write_text(text)
-    print(text)
+    emit(report, options.out)
 
 
 if __name__ == "__main__":
-    main_bench()
+    main()

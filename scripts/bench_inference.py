@@ -1,6 +1,6 @@
 """Inference speed of eager PyTorch, TorchScript (the Recognizer's frozen trace) and onnxruntime, on captchas and IAM.
 
-For each model and backend: images/s at batch 1 and 64 (median of --runs passes over all images) and p50/p95
+For each model and backend: images/s at batch 1 and 64 (median of --repeats passes over all images) and p50/p95
 latency of one call, timing forward + greedy decoding of preprocessed images (reading and preprocessing are the
 same code for every backend and left out). FLOPs per image count the convolutions and linear layers with
 ``FlopCounterMode`` and the LSTMs analytically (2 * 4H(I + H) per step and direction: CPU torch and onnxruntime run
@@ -12,34 +12,27 @@ lowers any single measurement.
 Models: the captcha checkpoint given (e.g. 10 epochs of configs/captcha.yaml) on 256 real captchas, and an untrained
 CRNN of configs/iam_lines_cpu.yaml (speed does not depend on the weights) on 256 real IAM lines, whose widths vary.
 
-    OMP_NUM_THREADS=1 python scripts/bench_inference.py --captcha-checkpoint outputs/captcha/.../best-epoch=09.ckpt
+    OMP_NUM_THREADS=1 python scripts/bench_inference.py --checkpoint outputs/captcha/.../best-epoch=09.ckpt
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import random
 import statistics
+import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import onnxruntime
+import torch
 
-import onnxruntime  # noqa: E402
-import torch  # noqa: E402
-from machine import machine_info  # noqa: E402 - scripts/machine.py
-from torch import nn  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from htr.cli import build_cli  # noqa: E402
-from htr.export import to_onnx  # noqa: E402
-from htr.inference import Recognizer  # noqa: E402
-from htr.lit_module import HTRLitModule  # noqa: E402
-from htr.models.crnn import CRNN  # noqa: E402
+from htr.cli import build_cli
+from htr.evaluation.report import emit, machine_info, script_parser
+from htr.evaluation.timing import forward_flops, throughput
+from htr.export import to_onnx
+from htr.inference import Recognizer
+from htr.lit_module import HTRLitModule
+from htr.models.crnn import CRNN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BATCH_SIZES = (1, 64)
@@ -70,38 +63,10 @@ def backends(module: HTRLitModule) -> dict[str, Recognizer]:
     return dict(zip(BACKENDS, (eager, traced, to_onnx(traced))))
 
 
-@contextmanager
-def _lstm_flops(net: nn.Module) -> Iterator[list[int]]:
-    """Counts 2 * 4H(I + H) FLOPs per step, sample, layer and direction of every ``nn.LSTM`` called inside."""
-    total = [0]
-
-    def hook(lstm: nn.LSTM, inputs: tuple[torch.Tensor, ...], _: object) -> None:
-        steps, batch = inputs[0].shape[:2]
-        directions = 2 if lstm.bidirectional else 1
-        sizes = [lstm.input_size] + [directions * lstm.hidden_size] * (lstm.num_layers - 1)
-        total[0] += (
-            sum(2 * 4 * lstm.hidden_size * (size + lstm.hidden_size) for size in sizes) * directions * steps * batch
-        )
-
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.LSTM)]
-    try:
-        yield total
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def flops_per_image(net: CRNN, images: list[torch.Tensor]) -> dict[str, float]:
     """Mean FLOPs of a batch-1 forward over each image (no padding), split into counted ops and LSTMs."""
-    counted, lstm = [], []
-    with torch.inference_mode():
-        for image in images:
-            with FlopCounterMode(display=False) as counter, _lstm_flops(net) as lstm_total:
-                net(image[None], torch.tensor([image.shape[-1]]))
-            counted.append(counter.get_total_flops())
-            lstm.append(lstm_total[0])
-    return {"total": statistics.mean(counted) + statistics.mean(lstm), "conv_and_linear": statistics.mean(counted),
-            "lstm": statistics.mean(lstm)}  # fmt: skip
+    counts = [forward_flops(net, image) for image in images]
+    return {key: statistics.mean(count[key] for count in counts) for key in counts[0]}
 
 
 def peak_flops(size: int = 2048, repeats: int = 7) -> float:
@@ -116,29 +81,21 @@ def peak_flops(size: int = 2048, repeats: int = 7) -> float:
     return max(rates)
 
 
-def measure(recognizer: Recognizer, images: list[torch.Tensor], batch: int, runs: int) -> dict:
-    """images/s (median of ``runs`` passes over all images) and percentiles of the latency of one call.
+def measure(recognizer: Recognizer, images: list[torch.Tensor], batch: int, repeats: int) -> dict:
+    """images/s (median of ``repeats`` passes over all images) and percentiles of the latency of one call.
 
     A call transcribes ``batch`` images; the batches are cut from the images sorted by width, as
     ``Recognizer.transcribe`` batches a folder, so that a short line is not padded to the longest of the set.
     """
     images = sorted(images, key=lambda image: image.shape[-1])
     chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
-    recognizer.transcribe_tensors(chunks[-1], batch)  # warm-up (onnxruntime and TorchScript tune on first calls)
-    rates, latencies = [], []
-    for _ in range(runs):
-        start = time.perf_counter()
-        for chunk in chunks:
-            called = time.perf_counter()
-            recognizer.transcribe_tensors(chunk, batch)
-            latencies.append(time.perf_counter() - called)
-        rates.append(len(images) / (time.perf_counter() - start))
-    quantiles = statistics.quantiles(latencies, n=20)  # 5% steps: [9] is p50, [18] is p95
-    return {"images_per_s": round(statistics.median(rates), 1), "latency_ms_p50": round(1e3 * quantiles[9], 2),
-            "latency_ms_p95": round(1e3 * quantiles[18], 2), "calls": len(latencies)}  # fmt: skip
+    timed = throughput(lambda chunk: recognizer.transcribe_tensors(chunk, batch), chunks, 1, repeats)
+    quantiles = statistics.quantiles(timed.call_seconds, n=20)  # 5% steps: [9] is p50, [18] is p95
+    return {"images_per_s": round(timed.per_s, 1), "latency_ms_p50": round(1e3 * quantiles[9], 2),
+            "latency_ms_p95": round(1e3 * quantiles[18], 2), "calls": len(timed.call_seconds)}  # fmt: skip
 
 
-def bench_model(name: str, module: HTRLitModule, files: list[Path], runs: int) -> dict:
+def bench_model(name: str, module: HTRLitModule, files: list[Path], repeats: int) -> dict:
     recognizers = backends(module)
     images = [recognizers["torchscript"].preprocess(path) for path in files]
     flops = flops_per_image(module.net.eval(), images)
@@ -154,10 +111,10 @@ def bench_model(name: str, module: HTRLitModule, files: list[Path], runs: int) -
     }
     for backend, recognizer in recognizers.items():
         for batch in BATCH_SIZES:
-            row = measure(recognizer, images, batch, runs)
+            row = measure(recognizer, images, batch, repeats)
             row["gflops_per_s"] = round(flops["total"] * row["images_per_s"] / 1e9, 3)
             result.setdefault(backend, {})[f"batch_{batch}"] = row
-            print(f"{name} {backend} batch {batch}: {row}", flush=True)
+            print(f"{name} {backend} batch {batch}: {row}", file=sys.stderr, flush=True)
     return result
 
 
@@ -171,22 +128,21 @@ def iam_model(config: Path, data_dir: Path) -> HTRLitModule:
     return build_cli(args, run=False).model.eval()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--captcha-checkpoint", type=Path, required=True, help="a checkpoint of configs/captcha.yaml")
+def main(argv: list[str] | None = None) -> None:
+    parser = script_parser(__doc__)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint of configs/captcha.yaml")
     parser.add_argument("--captcha-dir", type=Path, default=REPO_ROOT.parent / "shared/data/captcha_images_v2")
     parser.add_argument("--iam-config", type=Path, default=REPO_ROOT / "configs/iam_lines_cpu.yaml")
     parser.add_argument("--iam-dir", type=Path, default=REPO_ROOT.parent / "shared/data/iam")
-    parser.add_argument("--runs", type=int, default=3, help="timed passes per measurement (the median is kept)")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
-    options = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per measurement (the median is kept)")
+    options = parser.parse_args(argv)
     torch.manual_seed(0)
     captchas = sorted(options.captcha_dir.glob("*.png"))[:SAMPLE]
     lines = random.Random(0).sample(sorted((options.iam_dir / "lines").glob("*/*/*.png")), SAMPLE)
     peaks = [peak_flops()]
-    captcha = bench_model("captcha", captcha_model(options.captcha_checkpoint), captchas, options.runs)
+    captcha = bench_model("captcha", captcha_model(options.checkpoint), captchas, options.repeats)
     peaks.append(peak_flops())
-    iam = bench_model("iam_lines", iam_model(options.iam_config, options.iam_dir), lines, options.runs)
+    iam = bench_model("iam_lines", iam_model(options.iam_config, options.iam_dir), lines, options.repeats)
     peaks.append(peak_flops())
     peak = max(peaks)
     for result in (captcha, iam):
@@ -200,10 +156,7 @@ def main() -> None:
         "iam_lines": iam,
         "machine": machine_info(onnxruntime=onnxruntime.__version__),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if options.out:
-        options.out.write_text(text + "\n")
+    emit(report, options.out)
 
 
 if __name__ == "__main__":

@@ -4,41 +4,37 @@ For each fold (``data.fold``: disjoint test documents) it lists the pages of tra
 recognizer (``../shared/peers/kraken/run.py``, its defaults) on those XML lists when ``--peer-ketos`` is given, and
 at the same time trains the config through the real CLI with the same wall-time budget (``trainer.max_time``), so
 that both see the same machine. It scores htr's best checkpoint (the one the registry would get) on the fold's test
-lines (CER/WER on the normalised text; greedy, then with the beam-search decoders of scripts/fold_decoders.py,
+lines (CER/WER on the normalised text; greedy, then with the beam-search decoders of htr.evaluation.decoders,
 built from the fold's training lines and French general words) and reads Kraken's CER from ``ketos test`` on the
 same pages. "pooled" scores every fold's test lines as one corpus; --pool merges the reports of earlier runs (folds
-run apart) into one pooled figure. Prints one JSON object and writes it to --out. Run it from the repository root
-(the config's paths are relative to it); give each side one thread on a shared machine:
+run apart) into one pooled figure. Prints one JSON object (also to --out). Run it from the repository root (the
+config's paths are relative to it); give each side one thread on a shared machine:
 
     OMP_NUM_THREADS=1 python scripts/bench_pages.py --folds 0 --budget-s 1500 \
-        --peer-ketos /work/kraken-venv/bin/ketos [htr fit overrides: --trainer.max_epochs=15]
+        --peer-ketos /work/kraken-venv/bin/ketos [-- htr fit overrides: --trainer.max_epochs=15]
     python scripts/bench_pages.py --pool fold0.json fold12.json --out pooled.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-import kraken_peer  # noqa: E402 - scripts/kraken_peer.py
-from fold_decoders import fold_decoders, text_lines  # noqa: E402 - scripts/fold_decoders.py
-from folds import max_time, report_folds, run_folds  # noqa: E402 - scripts/folds.py
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
-from machine import machine_info  # noqa: E402 - scripts/machine.py
-from scores import pooled, score  # noqa: E402 - scripts/scores.py
-
-from htr.cli import build_cli  # noqa: E402
-from htr.data.documents import DocumentSample  # noqa: E402
-from htr.decoding import GREEDY  # noqa: E402
-from htr.loading import load_model  # noqa: E402
+from htr.cli import build_cli
+from htr.data.documents import DocumentSample
+from htr.decoding import GREEDY
+from htr.evaluation import kraken
+from htr.evaluation.decoders import fold_decoders, text_lines
+from htr.evaluation.folds import max_time, report_folds, run_folds
+from htr.evaluation.report import emit, machine_info, script_parser
+from htr.evaluation.scores import pooled, score
+from htr.loading import load_model
 
 
 def _pages(samples: Sequence[DocumentSample]) -> list[str]:
@@ -60,7 +56,7 @@ def zero_shot(model: str, samples: Sequence[DocumentSample]) -> dict[str, dict]:
 
 def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: list[str]) -> dict:
     """Train and score one document fold (and Kraken beside it); returns its figures."""
-    splits: dict[str, list[DocumentSample]] = kraken_peer.config_splits(options.config, fold, extra)  # type: ignore[assignment]
+    splits: dict[str, list[DocumentSample]] = kraken.config_splits(options.config, fold, extra)  # type: ignore[assignment]
     lists = {}
     for stage, samples in splits.items():
         lists[stage] = workdir / f"fold{fold}_{stage}.lst"
@@ -78,7 +74,7 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
     peer = None
     if options.peer_ketos:
         out = workdir / f"kraken{fold}"
-        peer = kraken_peer.start(options.peer_ketos, lists, "alto", options.budget_s, options.peer_threads, out)
+        peer = kraken.start(options.peer_ketos, lists, "alto", options.budget_s, options.peer_threads, out)
     args = ["fit", "--config", options.config, "--data.init_args.fold", str(fold)]
     args += ["--trainer.max_time", max_time(options.budget_s), "--trainer.enable_progress_bar", "false"]
     args += ["--trainer.default_root_dir", str(workdir / f"fold{fold}"), "--registry.enabled", "false", *extra]
@@ -112,19 +108,18 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
             result["htr"][f"test_{reader}"] = score([t.text for t in recognizer.transcribe_tensors(images, 16)],
                                                     references)  # fmt: skip
     if peer is not None:
-        result["kraken"] = kraken_peer.report(peer, workdir / f"kraken{fold}")
+        result["kraken"] = kraken.report(peer, workdir / f"kraken{fold}")
     return result
 
 
-def main_bench() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = script_parser(__doc__, fit_args=True)
     parser.add_argument("--folds", type=int, nargs="+", default=[0], help="document folds to hold out (0-9)")
     parser.add_argument("--config", default="configs/poilus.yaml")
     parser.add_argument("--budget-s", type=float, default=1800, help="wall-time budget of each side per fold")
     parser.add_argument("--peer-ketos", default=None, help="ketos of a Kraken venv: train Kraken beside htr")
     parser.add_argument("--peer-threads", type=int, default=1)
     parser.add_argument("--workdir", default=None, help="keep checkpoints, lists and Kraken's logs here")
-    parser.add_argument("--out", default="bench_pages.json", help="where to write the JSON too")
     parser.add_argument("--lm-order", type=int, default=6, help="character LM order for beam scoring (0: greedy only)")
     parser.add_argument("--words", default="fr", help="language of the general words for beam_words ('': none)")
     parser.add_argument(
@@ -135,7 +130,8 @@ def main_bench() -> None:
         "--zero-shot", metavar="MODEL", help="also score MODEL (e.g. handwriting-fr) untrained on the folds"
     )
     parser.add_argument("--zero-shot-only", action="store_true", help="score --zero-shot on the folds, train nothing")
-    options, extra = parser.parse_known_args()  # the rest goes to `htr fit`
+    options = parser.parse_args(argv)
+    extra = options.overrides
     if options.pool:
         folds, sources = report_folds(options.pool)
         report = {"pooled_from": sources, "folds": folds}
@@ -153,7 +149,7 @@ def main_bench() -> None:
     }
     if not all("htr" in f for f in folds):  # --zero-shot-only
         report |= {"pooled": summary, "machine": machine_info()}
-        _write(report, options.out)
+        emit(report, options.out)
         return
     summary |= {
         "htr": pooled(f["htr"]["test"] for f in folds),
@@ -164,16 +160,10 @@ def main_bench() -> None:
         },
         "htr_train_seconds_median": statistics.median(f["htr"]["train_seconds"] for f in folds),
     }
-    summary["kraken_beside_htr"] = kraken_peer.pooled_beside_htr(folds, lambda fold: fold["htr"]["test"])
+    summary["kraken_beside_htr"] = kraken.pooled_beside_htr(folds, lambda fold: fold["htr"]["test"])
     report |= {"pooled": summary, "machine": machine_info()}
-    _write(report, options.out)
-
-
-def _write(report: dict, out: str) -> None:
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    Path(out).write_text(text)
-    print(text)
+    emit(report, options.out)
 
 
 if __name__ == "__main__":
-    main_bench()
+    main()

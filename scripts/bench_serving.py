@@ -4,20 +4,16 @@ Trains a short captcha fit into a throwaway MLflow store (registering it, as ``h
 with ``mlflow models serve --env-manager local`` on 127.0.0.1, and sends one base64 captcha per request from 1 and
 then 8 concurrent clients: a bounded number of requests within a bounded time per level, repeated, medians
 reported. Peak RSS is that of the server's whole process group, sampled every 50 ms. The server is stopped at the
-end, whatever happens. Prints one JSON object.
+end, whatever happens. Prints one JSON object (also to --out).
 
     OMP_NUM_THREADS=1 python scripts/bench_serving.py [--data-dir ../shared/data/captcha_images_v2] [--requests 100]
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
-import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,17 +24,12 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from htr.evaluation.report import emit, machine_info, script_parser
+from htr.serving import free_port, start_server, stop_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 MODEL = "htr-bench-serving"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _train(data_dir: Path, root: Path, epochs: int) -> None:
@@ -79,31 +70,10 @@ class _PeakRss(threading.Thread):
         return self.peak
 
 
-def _serve(port: int, env: dict[str, str], timeout: float = 180) -> subprocess.Popen:
+def _serve(port: int, env: dict[str, str]) -> subprocess.Popen:
     command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}/1", "--env-manager", "local",
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited with {server.returncode}: {server.stderr.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                return server
-        except OSError:
-            time.sleep(0.5)
-    _stop(server)
-    raise TimeoutError(f"mlflow models serve did not answer within {timeout} s")
-
-
-def _stop(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+    return start_server(command, env, f"http://127.0.0.1:{port}/ping", timeout=180)
 
 
 def _load(url: str, body: bytes, clients: int, requests: int, max_seconds: float) -> dict[str, float]:
@@ -128,15 +98,15 @@ def _load(url: str, body: bytes, clients: int, requests: int, max_seconds: float
             "throughput_rps": len(latencies) / wall}  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = script_parser(__doc__)
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "captcha_images_v2")
     parser.add_argument("--epochs", type=int, default=2, help="of the captcha fit that makes the served model")
     parser.add_argument("--requests", type=int, default=100, help="per concurrency level and repeat")
-    parser.add_argument("--max-seconds", type=float, default=60, help="per concurrency level and repeat")
+    parser.add_argument("--budget-s", type=float, default=60, help="wall-time budget per concurrency level and repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
-    options = parser.parse_args()
+    options = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         store = f"sqlite:///{tmp}/mlflow.db"
@@ -146,7 +116,7 @@ def main() -> None:
         train_s = time.perf_counter() - started
         image = sorted(options.data_dir.glob("*.png"))[0]
         body = json.dumps({"dataframe_records": [{"image": base64.b64encode(image.read_bytes()).decode()}]}).encode()
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # fmt: skip
         started = time.perf_counter()
@@ -157,29 +127,23 @@ def main() -> None:
         try:
             idle_rss = _group_rss(server.pid)
             url = f"http://127.0.0.1:{port}/invocations"
-            _load(url, body, 1, 5, options.max_seconds)  # warm-up: first requests load lazily
+            _load(url, body, 1, 5, options.budget_s)  # warm-up: first requests load lazily
             levels = {}
             for clients in options.clients:
-                runs = [
-                    _load(url, body, clients, options.requests, options.max_seconds) for _ in range(options.repeats)
-                ]
+                runs = [_load(url, body, clients, options.requests, options.budget_s) for _ in range(options.repeats)]
                 levels[f"clients_{clients}"] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         finally:
             peak_rss = sampler.stop()
-            _stop(server)
+            stop_server(server)
 
     import mlflow
-    import torch
 
-    print(json.dumps({
+    emit({
         "benchmark": "serving", "model": f"captcha CRNN after {options.epochs} epochs", "payload": image.name,
         "images_per_request": 1, "repeats": options.repeats, "statistic": "median over repeats",
         "levels": levels, "server_rss_idle_mb": idle_rss / 2**20, "server_rss_peak_mb": peak_rss / 2**20,
-        "server_startup_s": startup_s, "train_s": train_s,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "mlflow": mlflow.__version__,
-                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
-    }, indent=2))  # fmt: skip
+        "server_startup_s": startup_s, "train_s": train_s, "machine": machine_info(mlflow=mlflow.__version__),
+    }, options.out)  # fmt: skip
 
 
 if __name__ == "__main__":

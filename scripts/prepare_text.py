@@ -50,12 +50,12 @@ def _fetch(package: str, folder: Path) -> Path:
     return next(folder.glob("*.deb"))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lang", choices=sorted(PACKAGES), default="en", help="which fortunes package (default en)")
     parser.add_argument("--deb", type=Path, help="a downloaded fortunes .deb instead of apt-get download")
     parser.add_argument("--output", "-o", type=Path, required=True, help="the text file to write")
-    options = parser.parse_args()
+    options = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         deb = options.deb or _fetch(PACKAGES[options.lang], Path(tmp))
         if not deb.is_file():

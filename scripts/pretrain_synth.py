@@ -3,35 +3,30 @@
 1. ``htr synth`` renders --count lines in the Debian handwriting fonts, with the word statistics of the train split
    of ``configs/iam_lines_cpu.yaml`` (never its val/test writers' text), into ``data/synth_iam``;
 2. ``htr fit --config configs/synth_iam.yaml`` trains the recipe's network on them (fonts are the documents);
-3. the best checkpoint without optimizer or loop state (``htr.checkpoint.slim_checkpoint``) is written to --out
-   (outside the repository), the file to give ``configs/iam_lines_cpu.yaml`` as ``--model.init_from``.
+3. the best checkpoint without optimizer or loop state (``htr.checkpoint.slim_checkpoint``) is written to
+   --weights (outside the repository), the file to give ``configs/iam_lines_cpu.yaml`` as ``--model.init_from``.
 
-Prints one JSON object: seconds of each step, lines, epochs, val CER on the held-out font, and the file's size.
-Run it from the repository root (``make pretrained``), one thread per process on a shared machine:
+Prints one JSON object (also to --out): seconds of each step, lines, epochs, val CER on the held-out font, and the
+weights file (``out``) and its size. htr fit overrides come after --. Run it from the repository root
+(``make pretrained``), one thread per process on a shared machine:
 
-    OMP_NUM_THREADS=1 python scripts/pretrain_synth.py [--count 8000] [--out ~/.cache/htr/pretrained/synth_iam.pt]
+    OMP_NUM_THREADS=1 python scripts/pretrain_synth.py [--count 8000] [--weights ~/.cache/htr/pretrained/synth_iam.pt]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-from machine import machine_info  # noqa: E402 - scripts/machine.py
-
-from htr.checkpoint import NewestBestCheckpoint, slim_checkpoint  # noqa: E402
-from htr.cli import main  # noqa: E402
+from htr import cli as htr_cli
+from htr.checkpoint import NewestBestCheckpoint, slim_checkpoint
+from htr.evaluation.report import emit, machine_info, script_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def pretrain(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> dict:
+    parser = script_parser(__doc__, fit_args=True)
     parser.add_argument("--count", type=int, default=8000, help="synthetic lines to render")
     parser.add_argument("--seed", type=int, default=0, help="rendering seed: another seed, other lines")
     parser.add_argument(
@@ -41,19 +36,22 @@ def pretrain(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--rendered", action="store_true", help="--lines already holds this --count and --seed: train only"
     )
-    parser.add_argument("--out", type=Path, default=Path.home() / ".cache/htr/pretrained/synth_iam.pt")
-    options, overrides = parser.parse_known_args(argv)  # htr fit overrides, e.g. --trainer.max_epochs=2
+    parser.add_argument(
+        "--weights", type=Path, default=Path.home() / ".cache/htr/pretrained/synth_iam.pt", help="where they go"
+    )
+    options = parser.parse_args(argv)
 
     start = time.perf_counter()
     recipe = ["--config", options.text_config, "--model.init_from", "null"]  # its text, not its start
     lines = ["--out", str(options.lines), "--count", str(options.count), "--seed", str(options.seed)]
     if not options.rendered:  # rendering is deterministic for a seed: a second run can reuse the lines
-        main(["synth", *recipe, *lines])
+        htr_cli.main(["synth", *recipe, *lines])
     rendered = time.perf_counter()
-    cli = main(["fit", "--config", "configs/synth_iam.yaml", f"--data.init_args.lines=[{options.lines}]", *overrides])
+    fit = ["fit", "--config", "configs/synth_iam.yaml", f"--data.init_args.lines=[{options.lines}]"]
+    cli = htr_cli.main([*fit, *options.overrides])
     trained = time.perf_counter()
     best = next(c for c in cli.trainer.callbacks if isinstance(c, NewestBestCheckpoint))
-    out = slim_checkpoint(best.best_model_path, options.out)
+    out = slim_checkpoint(best.best_model_path, options.weights)
     result = {
         "lines": options.count,
         "render_seconds": round(rendered - start, 1),
@@ -65,9 +63,9 @@ def pretrain(argv: list[str] | None = None) -> dict:
         "out_mb": round(out.stat().st_size / 2**20, 2),
         "machine": machine_info(),
     }
-    print(json.dumps(result, indent=2))
+    emit(result, options.out)
     return result
 
 
 if __name__ == "__main__":
-    pretrain()
+    main()

@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import socket
 import struct
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import zlib
@@ -22,6 +19,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from htr.data.iam import IAMDataModule
+from htr.serving import free_port, start_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real data beside the checkout; only slow tests read it (HTR_TEST_SHARED_DATA=/nonexistent checks that).
@@ -234,34 +232,6 @@ def iam_datamodule(root: Path, **kwargs) -> IAMDataModule:
     return IAMDataModule(data_dir=str(root), **kwargs)
 
 
-def free_port() -> int:
-    """A loopback port that nothing listens on now (for servers, DDP rendezvous, dead-server checks)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(
-    command: list[str], env: dict[str, str], health_url: str, timeout: float = 120, cwd: Path | None = None
-) -> subprocess.Popen:
-    """Start a server in its own process group and wait until ``health_url`` answers 200."""
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{command[:3]} exited with {process.returncode}: {process.stderr.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(health_url, timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
-    stop_server(process)
-    raise TimeoutError(f"{command[:3]} did not answer {health_url} within {timeout} s")
-
-
 def serve_model(
     model_uri: str, env: dict[str, str]
 ) -> tuple[subprocess.Popen, Callable[[list[str]], tuple[int, dict]]]:
@@ -289,16 +259,6 @@ def serve_model(
             return error.code, json.loads(error.read())
 
     return server, post
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    """Stop a server started by ``start_server`` and its workers (its process group, whose id is its PID)."""
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def server_env() -> dict[str, str]:

@@ -1,34 +1,65 @@
-"""The benchmark scripts' own logic: pooling folds scored apart, the folds' beam decoders, and the GPU benchmark's
-answer on a CPU."""
+"""The scripts' own logic and their one option convention (``htr.evaluation.report``): ``--out`` optional, htr fit
+overrides after ``--``, ``--budget-s``, ``--repeats``, ``--checkpoint``, ``--seeds`` and ``--folds``; the logic they
+share is tested in test_evaluation.py."""
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 import sys
-from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from tests.helpers import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))  # the scripts import their neighbours as top-level modules
-from fold_decoders import fold_decoders  # noqa: E402
-from prepare_text import prose_lines  # noqa: E402
-from scores import pooled, score  # noqa: E402
+SCRIPTS = REPO_ROOT / "scripts"
+# The options each script that prints JSON has beside --out; "-- FIT_ARG": it runs htr fit with overrides after --.
+CONVENTION = {
+    "bench_calibration": ["--checkpoint", "--config", "-- FIT_ARG"],
+    "bench_captcha": ["--seeds", "--folds", "--config", "-- FIT_ARG"],
+    "bench_data": ["--repeats", "--config", "-- FIT_ARG"],
+    "bench_decoding": ["--checkpoint", "--repeats", "--config", "-- FIT_ARG"],
+    "bench_gpu": ["--budget-s"],
+    "bench_handwriting": ["--folds", "--budget-s", "--config", "-- FIT_ARG"],
+    "bench_inference": ["--checkpoint", "--repeats"],
+    "bench_pages": ["--folds", "--budget-s", "--config", "-- FIT_ARG"],
+    "bench_serving": ["--repeats", "--budget-s"],
+    "pretrain_synth": ["-- FIT_ARG"],
+    "ship_model": ["--checkpoint"],
+}
+RENAMED = ["--ckpt", "--runs", "--max-minutes", "--max-seconds", "--captcha-checkpoint"]
+REQUIRED = {
+    "bench_calibration": ["--checkpoint", "c.ckpt"],
+    "bench_decoding": ["--checkpoint", "c.ckpt", "--config", "c"],
+}
 
-from htr.alphabet import Alphabet  # noqa: E402
+
+def _script(name: str) -> dict[str, Any]:
+    """The globals of ``scripts/<name>.py`` run as a module that is not ``__main__`` (its functions, its ``main``)."""
+    return runpy.run_path(str(SCRIPTS / f"{name}.py"))
 
 
-def test_folds_scored_apart_pool_to_the_score_of_all_lines_together():
-    references = ["the cat sat", "on the mat", "a b", "handwriting is hard"]
-    predictions = ["the cat sat", "in the mat", "ab", "handwritting hard"]
-    together = score(predictions, references)
-    apart = pooled([score(predictions[:1], references[:1]), score(predictions[1:], references[1:])])
-    assert apart["cer"] == together["cer"] > 0
-    assert apart["wer"] == together["wer"] > 0
-    assert apart["chars"] == sum(len(r) for r in references)
+def test_every_script_that_prints_json_is_held_to_the_convention():
+    printing = {path.stem for path in SCRIPTS.glob("*.py")} - {"prepare_text"}  # it writes a text file, no JSON
+    assert printing == set(CONVENTION)
+
+
+@pytest.mark.parametrize("name", sorted(CONVENTION))
+def test_script_options_follow_the_convention(name, capsys):
+    main = _script(name)["main"]
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    usage = capsys.readouterr().out
+    assert all(option in usage for option in ["--out", *CONVENTION[name]]), usage
+    assert not [option for option in RENAMED if option in usage]
+    if "-- FIT_ARG" in CONVENTION[name]:
+        with pytest.raises(SystemExit) as done:  # refused before anything runs
+            main([*REQUIRED.get(name, []), "--trainer.max_epochs=1"])
+        assert done.value.code == 2
+        assert "unrecognized arguments: --trainer.max_epochs=1" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks what it says without a GPU")
@@ -44,29 +75,6 @@ def test_gpu_benchmark_says_in_one_line_that_it_needs_a_gpu():
     ]
 
 
-def test_fold_decoders_hold_the_fold_lines_words_and_the_languages(tmp_path):
-    texts = ["the cat sat on the mat", "a Dog ate the rat"]
-    charset = "".join(sorted(set("".join(texts)) | set("bhiklnu")))
-    general = ["He said, over and over: the dog ate the cat.", "Ünïcode line"]  # the second is outside the charset
-    decoders = fold_decoders(texts, charset + ",.:", tmp_path, fold=3, order=3, language="en", general_text=general)
-    assert set(decoders) == {"beam_lm", "beam_words", "beam_text"}
-    composed = yaml.safe_load((REPO_ROOT / "configs/decoders/beam_words.yaml").read_text())["model"]["decoder"]
-    for name in ("beam_words", "beam_text"):  # the weights training composes are the ones the folds read with
-        settings = {key: getattr(decoders[name], key) for key in ("beam_width", "lm_weight", "word_score")}
-        assert settings == {key: composed["init_args"][key] for key in settings}
-    assert decoders["beam_text"].lexicon == decoders["beam_words"].lexicon
-    assert all(Path(path).is_file() for decoder in decoders.values() for path in decoder.files().values())
-    words = set(Path(decoders["beam_words"].lexicon).read_text().split())
-    assert {"Dog", "mat", "think", "Think"} <= words
-    steps = torch.full((12, 1, len(charset) + 1), -10.0)  # (T, N, C): "the cat" spelled one character a step
-    alphabet = Alphabet(charset)
-    for t, char in enumerate("the cat"):
-        steps[t, 0, alphabet.encode(char)[0]] = 0.0
-    steps[7:, 0, 0] = 0.0  # then blanks
-    for decoder in decoders.values():
-        assert alphabet.decode(decoder(steps, torch.tensor([12]), alphabet)[0].ids) == "the cat"
-
-
 def test_prepare_text_keeps_the_prose_of_fortune_files():
     fortune = """A little retrospection shows that although many fine,
 useful software systems have been designed by committees,
@@ -78,7 +86,7 @@ useful software systems have been designed by committees,
 Ok.
 Q:\tWhat is 2 + 2 = ? 4 + 4 = ? 8 + 8 ...
 """
-    assert prose_lines(fortune.splitlines()) == [
+    assert _script("prepare_text")["prose_lines"](fortune.splitlines()) == [
         "A little retrospection shows that although many fine,",
         "useful software systems have been designed by committees,",
     ]
@@ -105,9 +113,11 @@ def test_prepare_text_names_a_missing_package_file(tmp_path):
 
 def test_calibration_bench_reports_the_targets_of_captchas_and_of_lines():
     import numpy as np
-    from bench_calibration import report, targets
 
     from htr.calibration import Scored
+
+    bench = _script("bench_calibration")
+    report, targets = bench["report"], bench["targets"]
 
     def scored(confidence, errors, lengths, target, words=(0.99, 0.98)):
         line = np.array(confidence)

@@ -19,8 +19,9 @@ import torch
 from mlflow import MlflowClient
 
 from htr.data.captcha import CaptchaDataModule
+from htr.serving import free_port
 from htr.store import resolve_tracking_uri
-from tests.helpers import REPO_ROOT, TINY_FIT, free_port
+from tests.helpers import REPO_ROOT, TINY_FIT
 
 
 def _fit_command(captcha_dir: Path, root: Path, experiment: str, *extra: str) -> list[str]:

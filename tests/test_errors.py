@@ -20,7 +20,8 @@ from htr.cli import HTRCLI, main, run
 from htr.data.images import BadImageError
 from htr.loading import load_model
 from htr.reader import CheckpointError, read_checkpoint
-from tests.helpers import REPO_ROOT, blank_png, free_port
+from htr.serving import free_port
+from tests.helpers import REPO_ROOT, blank_png
 
 CONFIG = str(REPO_ROOT / "configs" / "captcha.yaml")
 TINY = [

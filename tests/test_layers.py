@@ -76,7 +76,7 @@ def test_reading_a_checkpoint_imports_no_training_stack(tmp_path):
         "import sys, htr\n"
         f"result = htr.load_model({str(checkpoint)!r}).transcribe([{str(image)!r}])\n"
         "assert len(result) == 1 and 0 <= result[0].confidence <= 1\n"
-        "print(sorted({'lightning', 'torchmetrics', 'mlflow'} & set(sys.modules)))"
+        "print(sorted({'lightning', 'torchmetrics', 'mlflow', 'htr.evaluation'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     assert result.stdout.strip() == "[]"

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from htr.serving import free_port, start_server, stop_server
 from htr.store import experiment_url
-from tests.helpers import REPO_ROOT, TINY_FIT, VENV_BIN, free_port, server_env, start_server, stop_server
+from tests.helpers import REPO_ROOT, TINY_FIT, VENV_BIN, server_env
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT = REPO_ROOT / "docs" / "images" / "mlflow-experiment.png"

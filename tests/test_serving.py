@@ -19,7 +19,8 @@ from htr.cli import main
 from htr.loading import load_model
 from htr.model_store import ModelNotFoundError
 from htr.pyfunc import BadPayloadError
-from tests.helpers import REPO_ROOT, blank_png, serve_model, server_env, stop_server
+from htr.serving import stop_server
+from tests.helpers import REPO_ROOT, blank_png, serve_model, server_env
 
 MODEL = "htr-serving"
 

@@ -23,6 +23,7 @@ from htr.cli import main
 from htr.loading import load_model
 from htr.model_store import ModelNotFoundError
 from htr.pyfunc import BadPayloadError
+from htr.serving import free_port, start_server, stop_server
 from htr.store import (
     TrackingServerUnreachableError,
     default_tracking_uri,
@@ -37,11 +38,8 @@ from tests.helpers import (
     VENV_BIN,
     assert_fits_landed,
     fit_together,
-    free_port,
     serve_model,
     server_env,
-    start_server,
-    stop_server,
 )
 
 CAPTCHA_CONFIG = REPO_ROOT / "configs" / "captcha.yaml"

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, TINY_FIT, VENV_BIN, free_port, start_server, stop_server
+from htr.serving import free_port, start_server, stop_server
+from tests.helpers import REPO_ROOT, TINY_FIT, VENV_BIN
 
 pytestmark = pytest.mark.slow
 

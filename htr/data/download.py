@@ -14,9 +14,10 @@ log = logging.getLogger(__name__)
 
 DATA_DIR_VARIABLE = "HTR_DATA_DIR"
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "htr" / "data"
-# A source checkout's shared data: ``shared/data`` beside the checkout (this workplace, CI's clean clone).
-_CHECKOUT = Path(__file__).resolve().parents[2]
-CHECKOUT_DATA_ROOT = _CHECKOUT.parent / "shared" / "data" if (_CHECKOUT / "pyproject.toml").is_file() else None
+# The source checkout htr runs from in this workplace and CI's clean clone (the benchmarks read its configs/), and
+# its shared data: ``shared/data`` beside the checkout.
+CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT_DATA_ROOT = CHECKOUT.parent / "shared" / "data" if (CHECKOUT / "pyproject.toml").is_file() else None
 _VARIABLE_PREFIXES = (f"${DATA_DIR_VARIABLE}", f"${{{DATA_DIR_VARIABLE}}}")
 
 

@@ -15,22 +15,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from htr.beam import BeamSearchDecoder
+from htr.beam import BeamSearchDecoder, config_settings
+from htr.data.download import CHECKOUT
 from htr.lm import build_arpa, lm_texts, spelled_like, write_lexicon
 
 # The word decoder's settings live in the config that training composes; the fold decoders read them from it.
-BEAM_WORDS_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "decoders" / "beam_words.yaml"
-_FILE_ARGUMENTS = ("lm", "lexicon")  # each fold builds its own
-
-
-def beam_words_settings(config: Path = BEAM_WORDS_CONFIG) -> dict[str, Any]:
-    """The ``BeamSearchDecoder`` arguments of ``config``'s ``model.decoder`` but its LM and lexicon files."""
-    init_args = yaml.safe_load(config.read_text(encoding="utf-8"))["model"]["decoder"]["init_args"]
-    return {key: value for key, value in init_args.items() if key not in _FILE_ARGUMENTS}
+BEAM_WORDS_CONFIG = CHECKOUT / "configs" / "decoders" / "beam_words.yaml"
 
 
 def text_lines(path: str) -> list[str]:
@@ -60,7 +51,7 @@ def fold_decoders(
         general, words = lm_texts(texts, charset, language)
         lm_words = build_arpa(general, workdir / f"fold{fold}_char{order}_{language}.arpa", order, charset)
         lexicon = write_lexicon(words, workdir / f"fold{fold}_{language}_words.txt")
-        settings = beam_words_settings()
+        settings = config_settings(BEAM_WORDS_CONFIG)
         decoders["beam_words"] = BeamSearchDecoder(lm=lm_words, lexicon=lexicon, **settings)
         if general_text:
             spelled, _ = spelled_like(general_text, texts, charset)  # what lm_texts(..., spelled) adds to `general`

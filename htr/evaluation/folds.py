@@ -1,4 +1,4 @@
-"""What the training benchmarks share: the fold loop, merging folds run apart (``--pool``), and the time budget."""
+"""What the cross-validation benchmarks share: the fold loop, merging folds run apart (``--pool``), the time budget."""
 
 from __future__ import annotations
 

@@ -15,14 +15,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from scores import pooled
-
 from htr.cli import build_cli
 from htr.data.dataset import Sample
+from htr.data.download import CHECKOUT
 from htr.data.stats import build_datamodule
+from htr.evaluation.scores import pooled
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PEER = REPO_ROOT.parent / "shared" / "peers" / "kraken" / "run.py"
+PEER = CHECKOUT.parent / "shared" / "peers" / "kraken" / "run.py"
 
 
 def config_splits(config: str, fold: int, overrides: Sequence[str] = ()) -> dict[str, list[Sample]]:
