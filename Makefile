@@ -20,9 +20,10 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 
 # Re-resolve every dependency to its newest version within pyproject.toml's ranges (torch held at the CPU wheel of
 # constraints-cpu.txt), reinstall the venv from the new lock and run the whole suite: review, then commit the lock.
+# The lock holds every extra (train, serve, lm, server, dev): `make setup` installs all of htr, as CI tests it.
 TORCH_WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 lock: setup
-	$(BIN)/uv pip compile pyproject.toml --extra dev --extra server --extra lm --upgrade --generate-hashes \
+	$(BIN)/uv pip compile pyproject.toml --all-extras --upgrade --generate-hashes \
 		--override constraints-cpu.txt $(TORCH_WHEELS) --no-emit-find-links --no-emit-index-url \
 		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
 		-o requirements.lock

@@ -1,7 +1,7 @@
 """``htr models``: the shipped models with the figures from their cards, then the models registered in MLflow.
 
 The shipped part reads JSON cards only; MLflow is imported for the registered part alone, and a local store that
-does not exist is reported in one line, not created.
+does not exist, or MLflow missing (``pip install htr`` without ``[serve]``), is reported in one line.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from htr.extras import missing_extra
 from htr.shipped import read_card, shipped_models, weights_dirs
 
 
@@ -45,8 +46,15 @@ def shipped_lines() -> list[str]:
 
 
 def registered_lines(tracking_uri: str | None = None) -> list[str]:
-    """One line per model registered in the MLflow store: versions, aliases and the champion's val/cer."""
-    from mlflow.tracking import MlflowClient
+    """One line per model registered in the MLflow store: versions, aliases and the champion's val/cer; one line
+    saying what to install when MLflow is not (a reading-only install lists the shipped models)."""
+    try:
+        from mlflow.tracking import MlflowClient
+    except ModuleNotFoundError as error:
+        missing = missing_extra(error)
+        if missing is None:
+            raise
+        return [f"none read: {missing[0]} is not installed (pip install 'htr[{missing[1]}]')"]
 
     from htr.store import check_reachable, missing_store, resolve_tracking_uri
 

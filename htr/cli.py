@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
+
+from htr.extras import MissingExtraWarning, missing_extra
 
 DESCRIPTION = """Handwritten text recognition: CRNN + CTC on PyTorch Lightning.
 
@@ -67,6 +70,19 @@ def _expected(error: BaseException) -> bool:
     return isinstance(error, classes)
 
 
+_format_warning = warnings.formatwarning
+
+
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """``warnings.formatwarning`` that writes htr's ``MissingExtraWarning`` as one ``htr: warning: ...`` line (the
+    warning says what to install; Python's file, line number and source line would say nothing more)."""
+    if issubclass(category, MissingExtraWarning):
+        return f"htr: warning: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
 def main(args: Sequence[str] | None = None) -> Any:
     """Entry point of the ``htr`` console script; ``args`` replaces ``sys.argv[1:]`` (for tests).
 
@@ -119,7 +135,8 @@ def main(args: Sequence[str] | None = None) -> Any:
 def run(args: Sequence[str] | None = None) -> None:
     """The ``htr`` console script: an expected failure prints one ``htr: error: ...`` line (what, where, what to
     do) and exits with status 1; its traceback only with ``--verbose`` or ``HTR_DEBUG=1``, which also let native
-    libraries print (``htr.quiet.quiet_native_output``).
+    libraries print (``htr.quiet.quiet_native_output``). So does a missing optional package: the line names the
+    extra that installs it (``htr.extras``).
 
     (``sys.exit(main())`` would print the returned CLI and exit with status 1.)
     """
@@ -130,10 +147,20 @@ def run(args: Sequence[str] | None = None) -> None:
         os.environ["HTR_DEBUG"] = "1"  # native libraries' notices (KenLM's) show too
     if args is None:
         sys.argv[1:] = argv  # LightningCLI warns when given args while sys.argv holds some
+    warnings.formatwarning = _one_line_warning
     try:
         main(None if args is None else argv)
     except Exception as error:
-        if verbose or not _expected(error):
+        if verbose:
+            raise
+        missing = missing_extra(error, argv[0] if argv else None)
+        if missing is not None:
+            command = " ".join(argv[:2] if argv[0] in ("lm", "data") else argv[:1])
+            distribution, extra = missing
+            sys.exit(
+                f"htr: error: `htr {command}` needs {distribution}, which is not installed: pip install 'htr[{extra}]'"
+            )
+        if not _expected(error):
             raise
         sys.exit(f"htr: error: {error}")
 

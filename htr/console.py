@@ -1,9 +1,8 @@
-"""What ``htr`` prints: a progress bar on a terminal, one plain line per epoch in a log file, and none of the
-third-party notices that a user cannot act on.
+"""What ``htr`` does not print: the third-party notices that a user cannot act on.
 
-A log of ``make train > log 2>&1`` was mostly tqdm redraws (``\\r``) and tips; ``EpochLines`` and the trainer's
-``enable_progress_bar`` default (``stdout.isatty()``, where Lightning's tqdm draws; set by ``htr.cli.build_cli``)
-make it one line per epoch.
+A log of ``make train > log 2>&1`` was mostly tqdm redraws (``\\r``) and tips; ``htr.training_cli.EpochLines`` and the
+trainer's ``enable_progress_bar`` default (``stdout.isatty()``, where Lightning's tqdm draws) make it one line per
+epoch. This module imports no Lightning, so that any command can quiet its notices.
 ``quiet_third_party`` drops a short list of named warnings and log records, each matched by its message, so that
 everything else (new warnings included) still shows. What C++ libraries write straight to the process's file
 descriptors is kept quiet by ``htr.quiet``.
@@ -14,11 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
-import time
 import warnings
-
-from lightning.pytorch import Callback, LightningModule, Trainer
 
 # (category, message regex) of warnings raised inside our dependencies about their own code.
 QUIET_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
@@ -72,33 +67,3 @@ def quiet_third_party() -> None:
     for name, record_filter in _RECORD_FILTERS.items():
         logging.getLogger(name).addFilter(record_filter)  # a filter already there is not added again
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-class EpochLines(Callback):
-    """One plain line per training epoch on stdout, where the bar would be, when the trainer shows none (a file).
-
-    ``epoch 3/30  train/loss 0.4210  val/loss 0.3803  val/cer 0.0412  val/acc 0.8710  12.4 s``; a metric that
-    was not logged is left out. On a terminal the progress bar shows the same numbers, so this stays silent.
-    """
-
-    KEYS = ("train/loss", "val/loss", "val/cer", "val/acc")
-
-    def __init__(self) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Lightning runs the epoch's validation before this hook, so val/* are this epoch's.
-        if trainer.progress_bar_callback is not None or not trainer.is_global_zero:
-            return
-        metrics = trainer.callback_metrics
-        total = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else "?"
-        parts = [f"epoch {trainer.current_epoch + 1}/{total}"]
-        for key in self.KEYS:
-            value = metrics.get(f"{key}_epoch", metrics.get(key))  # logged on_step and on_epoch: "<key>_epoch"
-            if value is not None:
-                parts.append(f"{key} {float(value):.4f}")
-        parts.append(f"{time.perf_counter() - self._start:.1f} s")
-        print("  ".join(parts), file=sys.stdout, flush=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -79,6 +79,15 @@ class Decoder(ABC):
 
     @abstractmethod
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor, alphabet: Alphabet) -> list[DecodedPath]: ...
+
+    def files(self) -> dict[str, str]:
+        """The files this decoder reads, by init argument name: what travels with a logged model. None here; a
+        beam search's LM and lexicon (``htr.beam``), so that loading and registering need not import it."""
+        return {}
+
+    def with_files(self, files: Mapping[str, str]) -> Decoder:
+        """A copy that reads its files from ``files`` (argument name -> path); a decoder that reads none is itself."""
+        return self
 
 
 class GreedyDecoder(Decoder):

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
 
 from htr.data.texts import (
     TextSource,
@@ -56,6 +55,8 @@ def _discount(counts: Iterable[int]) -> float:
 
 def _counts(texts: Iterable[str], order: int, progress: bool) -> list[Counter[Gram]]:
     """Raw counts of the 1..order-grams of every line, padded with one ``<s>`` and one ``</s>``."""
+    from tqdm import tqdm  # here: htr.beam imports this module for lm_token, and beam search needs no tqdm
+
     counts: list[Counter[Gram]] = [Counter() for _ in range(order)]
     for text in tqdm(texts, desc="counting n-grams", unit=" lines", disable=not progress, file=sys.stderr):
         tokens = (BOS, *map(lm_token, text), EOS)

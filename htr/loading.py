@@ -63,16 +63,14 @@ def read_source(source: str | Path) -> ModelSpec:
 
 def _load_torch(source: str | Path, device: str | torch.device) -> Recognizer:
     recognizer = Recognizer.from_spec(read_source(source), device)
-    if not is_model_uri(source):
+    if not is_model_uri(source) or not recognizer.decoder.files():
         return recognizer
-    from htr.beam import BeamSearchDecoder
     from htr.model_store import download_model_files
 
-    if isinstance(recognizer.decoder, BeamSearchDecoder) and recognizer.decoder.files():
-        # the model's own LM and lexicon, not the paths of the machine it was trained on; the decoder opens them
-        # at its first call, so they stay on disk as long as the recognizer lives
-        files = Path(tempfile.mkdtemp(prefix="htr-model-"))
-        weakref.finalize(recognizer, shutil.rmtree, files, ignore_errors=True)
-        local = download_model_files(str(source), recognizer.decoder.files(), files)
-        recognizer.decoder = recognizer.decoder.with_files(local)
+    # the model's own LM and lexicon, not the paths of the machine it was trained on; the decoder opens them at its
+    # first call, so they stay on disk as long as the recognizer lives
+    files = Path(tempfile.mkdtemp(prefix="htr-model-"))
+    weakref.finalize(recognizer, shutil.rmtree, files, ignore_errors=True)
+    local = download_model_files(str(source), recognizer.decoder.files(), files)
+    recognizer.decoder = recognizer.decoder.with_files(local)
     return recognizer

@@ -25,7 +25,6 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
 
-from htr.beam import BeamSearchDecoder
 from htr.data.images import BadImageError, ImageLimits, read_gray
 from htr.inference import Recognizer, load_checkpoint
 
@@ -120,8 +119,8 @@ class HTRPythonModel(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         self.recognizer = load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])
-        if isinstance(self.recognizer.decoder, BeamSearchDecoder):  # its LM/lexicon: this model's copies
-            self.recognizer.decoder = self.recognizer.decoder.with_files(context.artifacts)
+        # a beam search's LM and lexicon: this model's copies (a decoder that reads no files is unchanged)
+        self.recognizer.decoder = self.recognizer.decoder.with_files(context.artifacts)
         backend = (context.model_config or MODEL_CONFIG)["backend"]
         if backend == "onnx":
             if ONNX_ARTIFACT not in context.artifacts:

@@ -15,6 +15,7 @@ import importlib
 import json
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from htr.decoding import GREEDY, IDENTITY, ConfidenceMap, Decoder
+from htr.extras import MissingExtraWarning, missing_extra
 from htr.models.crnn import CRNN
 from htr.preprocessing import Preprocessing
 from htr.shipped import CARD_FORMAT, find_shipped, shipped_models
@@ -118,10 +120,25 @@ class ModelSpec:
         return Preprocessing.from_dict(self.preprocessing)
 
     def build_decoder(self) -> Decoder:
-        """The decoder the model was trained or shipped with; greedy when none."""
+        """The decoder the model was trained or shipped with; greedy when none, or when that decoder needs a
+        package that is not installed (beam search without ``htr[lm]``): the model still reads, less well, and a
+        ``MissingExtraWarning`` says what to install."""
         if self.decoder is None:
             return GREEDY
-        cls = _class(self.decoder, Decoder, self.source)
+        try:
+            cls = _class(self.decoder, Decoder, self.source)
+        except ModuleNotFoundError as error:
+            missing = missing_extra(error)
+            if missing is None:  # a package that no extra brings: a broken install, shown as it is
+                raise
+            distribution, extra = missing
+            warnings.warn(
+                f"{self.source.name}: decoding greedily, not with {self.decoder['class_path']}, which needs "
+                f"{distribution} (not installed: pip install 'htr[{extra}]')",
+                MissingExtraWarning,
+                stacklevel=2,
+            )
+            return GREEDY
         return cls(**self.decoder.get("init_args", {}))
 
     def card(self) -> dict[str, Any]:
@@ -150,7 +167,9 @@ def _class(config: dict[str, Any], base: type, source: Path) -> type:
         raise CheckpointError(source, f"class_path {class_path!r} is not one of htr's classes")
     try:
         cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError) as error:
+        if isinstance(error, ImportError) and not f"{module}.".startswith(f"{error.name}."):
+            raise  # the class exists but its module needs a package that is not installed (htr.beam: flashlight-text)
         raise CheckpointError(
             source, f"class_path {class_path!r} names nothing: this model needs another htr"
         ) from None

@@ -18,7 +18,6 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from htr.beam import BeamSearchDecoder
 from htr.checkpoint import slim_checkpoint
 from htr.data.datamodule import TextImageDataModule
 from htr.export import export_onnx
@@ -104,7 +103,7 @@ def register_best(trainer: Trainer, model_name: str, alias: str = "champion") ->
         export_onnx(load_checkpoint(checkpoint), Path(tmp) / ONNX_FILE)  # for runtimes without htr, and the pyfunc
         module = trainer.lightning_module
         # a beam search decoder's LM and lexicon travel as artifacts; the pyfunc points the decoder at them
-        decoder_files = module.decoder.files() if isinstance(module.decoder, BeamSearchDecoder) else {}
+        decoder_files = module.decoder.files()
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=str(PACKAGE_DIR / "pyfunc_model.py"),  # models from code: nothing of ours is pickled

@@ -61,14 +61,14 @@ def ui(args: Sequence[str] | None = None) -> None:
     options = _parser("htr ui", "Browse htr's runs and models in MLflow's UI (on the local store).", 5000).parse_args(
         args
     )
+    from mlflow import MlflowClient  # first: without htr[serve], that is what the user hears (htr.cli.run)
+
     uri = resolve_tracking_uri(options.tracking_uri)
     if sqlite_path(uri) is None:
         sys.exit(f"htr: error: {uri} is a tracking server: open it in a browser, it has its own UI")
     database = missing_store(uri)
     if database is not None:
         sys.exit(f"htr: error: no MLflow store at {database} yet: `htr fit` creates it with its first run")
-    from mlflow import MlflowClient
-
     base = f"http://{options.host}:{options.port}"
     for experiment in MlflowClient(uri).search_experiments():
         print(f"{experiment.name:<20} {experiment_url(base, experiment.experiment_id)}", flush=True)

@@ -12,12 +12,14 @@ import csv
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, TextIO
 
 from htr.data.images import IMAGE_SUFFIXES, BadImageError
 from htr.decoding import GREEDY, Transcription
+from htr.extras import MissingExtraWarning
 from htr.loading import load_model
 from htr.transcribe_pages import is_page_source, transcribe_xml_files
 
@@ -175,7 +177,10 @@ def main(args: Sequence[str] | None = None) -> None:
     if options.lm is not None and not options.lm.is_file():
         parser.error(f"--lm: no file at {options.lm}")
     try:
-        recognizer = load_model(options.model, backend=options.backend)
+        with warnings.catch_warnings():
+            if options.decoder is not None or options.lm is not None:  # the model's own decoder is not used
+                warnings.simplefilter("ignore", MissingExtraWarning)
+            recognizer = load_model(options.model, backend=options.backend)
     except (FileNotFoundError, LookupError, ValueError) as error:  # LookupError: htr.model_store.ModelNotFoundError
         raise ModelLoadError(f"--model: {error}") from error
     if options.decoder == "beam" or options.lm is not None:

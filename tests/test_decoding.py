@@ -139,3 +139,7 @@ def test_temperature_softens_confidence_but_keeps_the_text():
 def test_min_ctc_steps_counts_blanks_between_repeats():
     assert min_ctc_steps("abc") == 3
     assert min_ctc_steps("yggg") == 6
+
+
+def test_greedy_reads_no_files_so_a_logged_model_carries_none():
+    assert GREEDY.files() == {} and GREEDY.with_files({"lm": "words.arpa"}) is GREEDY

@@ -63,8 +63,10 @@ def test_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
-def test_models_and_decoding_import_neither_mlflow_nor_lightning():
-    code = "import sys, htr.models, htr.decoding; print(sorted({'mlflow', 'lightning'} & set(sys.modules)))"
+def test_models_decoding_and_console_import_neither_mlflow_nor_lightning():
+    code = (
+        "import sys, htr.models, htr.decoding, htr.console; print(sorted({'mlflow', 'lightning'} & set(sys.modules)))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     assert result.stdout.strip() == "[]"
 

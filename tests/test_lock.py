@@ -8,6 +8,8 @@ from importlib.metadata import distributions
 from pathlib import Path
 
 import pytest
+import tomllib
+from packaging.requirements import Requirement
 
 from tests.helpers import REPO_ROOT
 
@@ -27,6 +29,15 @@ def test_the_lock_pins_every_package_with_hashes_and_the_cpu_torch():
     assert pins["torch"].endswith("+cpu") and {"lightning", "mlflow", "torchmetrics", "albumentations"} <= set(pins)
     blocks = re.split(r"\n(?=[A-Za-z0-9])", LOCK.read_text().split("\n", 2)[2])  # one block per package
     assert all("--hash=sha256:" in block for block in blocks if "==" in block)
+
+
+def test_the_lock_holds_the_base_and_every_extra():
+    """`make setup` installs all of htr, whatever extra a user picks: `make lock` resolves them all."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"].values()
+    listed = [*project["dependencies"], *(line for lines in extras for line in lines)]
+    names = {_name(Requirement(line).name) for line in listed} - {"htr"}  # htr[train,...]: extras of extras
+    assert names - set(locked()) == set()
 
 
 @pytest.mark.skipif(

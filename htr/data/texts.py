@@ -57,7 +57,8 @@ class TextSource:
         try:
             import wordfreq
         except ImportError:
-            raise ImportError(f"general word statistics ({language}) need wordfreq: pip install 'htr[lm]'") from None
+            message = f"general word statistics ({language}) need wordfreq: pip install 'htr[lm]'"
+            raise ModuleNotFoundError(message, name="wordfreq") from None  # name: htr.extras tells the CLI
         if language not in wordfreq.available_languages():
             raise ValueError(f"wordfreq has no language {language!r}; it has {sorted(wordfreq.available_languages())}")
         frequencies = wordfreq.get_frequency_dict(language)
