@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from flashlight.lib.text.decoder import (
     LM,
     CriterionType,
@@ -187,6 +186,8 @@ class BeamSearchDecoder(Decoder):
 def config_settings(config: str | Path) -> dict[str, Any]:
     """The ``BeamSearchDecoder`` arguments of a decoder config's ``model.decoder`` (``configs/decoders/*.yaml``)
     without its files: what a fold benchmark or a shipped model reuses with LM and lexicon files of its own."""
+    import yaml  # here: PyYAML comes with the training extra, and reading imports this module
+
     init_args = yaml.safe_load(Path(config).read_text(encoding="utf-8"))["model"]["decoder"]["init_args"]
     return {key: value for key, value in init_args.items() if key not in FILE_ARGUMENTS}
 
