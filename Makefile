@@ -91,7 +91,7 @@ poilus: setup lm/poilus.arpa  ## fine-tune handwriting-fr to the wills, register
 		--model.decoder.init_args.lm lm/poilus.arpa --model.decoder.init_args.lexicon lm/poilus.txt --test_after_fit true
 
 # Rebuild the shipped handwriting-fr (htr/weights/): configs/french_lines.yaml on all of french_lines (3% of the pages
-# for val), its LM (french_lines' train split + wordfreq's French, cut to 4-grams to fit the 10 MB budget), then
+# for val), its LM (french_lines' train split + wordfreq's French, pruned to fit the 10 MB budget), then
 # scripts/ship_model.py with the card's data, licences and held-out figures (scripts/cards/handwriting-fr.json).
 lm/fr.arpa: | setup
 	$(BIN)/htr lm build --config configs/french_lines.yaml --words fr --output $@ --lexicon lm/fr.txt
@@ -100,11 +100,11 @@ handwriting-fr: setup lm/fr.arpa
 		--trainer.default_root_dir outputs/french_lines --registry.enabled false
 	$(BIN)/python scripts/ship_model.py --name handwriting-fr --card-json scripts/cards/handwriting-fr.json \
 		--checkpoint "$$(ls -t outputs/french_lines/*/*/checkpoints/best-*.ckpt | head -1)" \
-		--lm lm/fr.arpa --lexicon lm/fr.txt --lm-order 4 --dtype float16 --decoder-config configs/decoders/beam_words.yaml
+		--lm lm/fr.arpa --lexicon lm/fr.txt --dtype float16 --decoder-config configs/decoders/beam_words.yaml
 
 # Rebuild the shipped handwriting-en (htr/weights/), ~25 min on one core: the IAM CPU recipe started from handwriting-fr
 # on all 38 writers of $HTR_DATA_DIR/iam (90% of the lines train, 10% val), its LM (every IAM line, wordfreq's English
-# words and Debian's fortunes, cut to 4-grams for the 10 MB budget), then scripts/ship_model.py with the card's data,
+# words and Debian's fortunes, pruned to the 10 MB budget), then scripts/ship_model.py with the card's data,
 # licences and held-out figures (scripts/cards/handwriting-en.json: writer folds, each fit without its test writers).
 lm/en.arpa: data/text/en.txt | setup
 	$(BIN)/htr lm build --config configs/iam_lines_cpu.yaml $(IAM_ALL) --words en --general-text data/text/en.txt \
@@ -115,7 +115,7 @@ handwriting-en: setup lm/en.arpa
 		--registry.enabled false
 	$(BIN)/python scripts/ship_model.py --name handwriting-en --card-json scripts/cards/handwriting-en.json \
 		--checkpoint "$$(ls -t outputs/handwriting_en/*/*/checkpoints/best-*.ckpt | head -1)" \
-		--lm lm/en.arpa --lexicon lm/en.txt --lm-order 4 --dtype float16 --decoder-config configs/decoders/beam_words.yaml
+		--lm lm/en.arpa --lexicon lm/en.txt --dtype float16 --decoder-config configs/decoders/beam_words.yaml
 
 style: setup
 	$(BIN)/ruff format htr tests scripts

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from htr.lm import truncate_arpa
+from htr.lm import prune_arpa, read_arpa
 from htr.reader import checkpoint_spec
 from htr.shipped import PACKAGE_WEIGHTS
 
@@ -46,6 +46,11 @@ def _decoder(
     return {**decoder, "init_args": args}, sources
 
 
+def _ngrams(arpa: Path) -> list[int]:
+    """How many n-grams of each order an ARPA file holds."""
+    return [len(level) for level in read_arpa(arpa)]
+
+
 def ship_model(
     checkpoint: str | Path,
     name: str,
@@ -53,7 +58,6 @@ def ship_model(
     card: dict[str, Any] | None = None,
     lm: Path | None = None,
     lexicon: Path | None = None,
-    lm_order: int | None = None,
     dtype: str = "float32",
     command: str | None = None,
     max_bytes: int = MAX_BYTES,
@@ -68,10 +72,10 @@ def ship_model(
         card: more of the card (``data``, ``figures``, ``licences``, ``description``...); it may not set what the
             reader reads.
         lm, lexicon: a beam search's files, instead of those the checkpoint's decoder names.
-        lm_order: keep only the LM's n-grams up to this order (``htr.lm.truncate_arpa``), to fit ``max_bytes``.
         dtype: of the stored floating-point weights; ``float16`` halves the file (the reader loads them as float32).
         command: the command that made the model, for the card.
-        max_bytes: the most the weights and decoder files may take together.
+        max_bytes: the most the weights and decoder files may take together; an LM that would not fit is pruned
+            (``htr.lm.prune_arpa``) to what the weights and the other files leave.
         decoder_settings: the beam search's arguments other than its files (``beam_width``, ``lm_weight``...).
 
     Raises:
@@ -102,19 +106,26 @@ def ship_model(
     written[0].chmod(0o644)  # package data, readable by every user (safetensors writes it private)
     for arg, source in sources.items():
         target = folder / f"{name}.{arg}{source.suffix}"
-        if arg == "lm" and lm_order is not None:
-            truncate_arpa(source, target, lm_order)
-        else:
-            shutil.copyfile(source, target)
+        shutil.copyfile(source, target)
         decoder["init_args"][arg] = target.name  # type: ignore[index]  # relative to the card
         written.append(target)
     sizes = {path.name: path.stat().st_size for path in written}
+    lm_pruned = None
+    if sum(sizes.values()) > max_bytes and "lm" in sources:  # the LM gives way: what is left of the budget
+        shipped_lm = folder / decoder["init_args"]["lm"]  # type: ignore[index]
+        room = max_bytes - sum(size for file, size in sizes.items() if file != shipped_lm.name)
+        try:
+            prune_arpa(sources["lm"], shipped_lm, room)
+        except ValueError:
+            pass  # not even its lowest orders fit: the size check below says so
+        lm_pruned = {"from": _ngrams(sources["lm"]), "to": _ngrams(shipped_lm), "bytes": shipped_lm.stat().st_size}
+        sizes[shipped_lm.name] = shipped_lm.stat().st_size
     if sum(sizes.values()) > max_bytes:
         for path in written:
             path.unlink()
         raise ValueError(
             f"{name} would take {sum(sizes.values()) / 2**20:.1f} MiB ({sizes}), over {max_bytes / 2**20:.0f} MiB: "
-            "prune the LM (--lm-order) or store float16 weights (--dtype float16)"
+            "store float16 weights (--dtype float16) or ship a smaller lexicon"
         )
     values = {
         "name": name,
@@ -134,7 +145,7 @@ def ship_model(
         "checkpoint": str(Path(checkpoint).resolve()),
         "command": command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "lm_order": lm_order,
+        "lm_pruned": lm_pruned,
         **environment_tags(),
         **values.get("provenance", {}),  # the caller's card has the last word
     }

@@ -1,7 +1,7 @@
 """Make a shipped model of a checkpoint: ``htr/weights/<name>.safetensors`` + ``<name>.json`` (+ its LM files).
 
     python scripts/ship_model.py --checkpoint best.ckpt --name handwriting-fr --card-json card.json \
-        [--lm lm/words.arpa --lexicon lm/words.txt] [--lm-order 4] [--dtype float16]
+        [--lm lm/words.arpa --lexicon lm/words.txt] [--dtype float16]
 
 ``card.json`` adds what the checkpoint cannot know: ``data`` it saw, held-out ``figures``, ``licences``,
 ``description``. The script fills in the commit, command, date and sizes, and prints the card's path and sizes as
@@ -28,7 +28,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--card-json", type=Path, help="JSON object merged into the card (data, figures, licences)")
     parser.add_argument("--lm", type=Path, help="ARPA LM to ship instead of the one the checkpoint's decoder names")
     parser.add_argument("--lexicon", type=Path, help="lexicon to ship instead of the checkpoint decoder's")
-    parser.add_argument("--lm-order", type=int, help="keep the LM's n-grams up to this order (a smaller file)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="of the stored weights")
     parser.add_argument(
         "--decoder-config",
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--card-json {options.card_json}: expected a JSON object")
     settings = None if options.decoder_config is None else config_settings(options.decoder_config)
     path = ship_model(
-        options.checkpoint, options.name, options.weights_dir, card, options.lm, options.lexicon, options.lm_order,
+        options.checkpoint, options.name, options.weights_dir, card, options.lm, options.lexicon,
         options.dtype, shlex.join(["python", *sys.argv]), int(options.max_mb * 2**20), settings,
     )  # fmt: skip
     sizes = json.loads(path.read_text(encoding="utf-8"))["size_bytes"]

@@ -8,7 +8,7 @@ from flashlight.lib.text.dictionary import Dictionary
 
 from htr.cli import main
 from htr.data.texts import TextSource, punctuation_set_apart, set_punctuation_apart
-from htr.lm import SPACE_TOKEN, UNK, build_arpa, kneser_ney, lm_token
+from htr.lm import SPACE_TOKEN, UNK, build_arpa, kneser_ney, lm_token, prune_arpa, read_arpa
 from tests.helpers import REPO_ROOT
 
 TEXTS = ["the cat sat", "the hat", "a cat ate the rat", "that is that"]
@@ -36,6 +36,37 @@ def test_kenlm_loads_a_normalised_distribution(tmp_path, context):
     lm, tokens = _load(path, VOCABULARY)
     context = "".join(c for c in context if c in VOCABULARY)
     assert math.isclose(sum(_next_char_probabilities(lm, tokens, context).values()), 1.0, rel_tol=1e-4)
+
+
+LONGER = [*TEXTS, "the rat sat at the hat", "a hat is a cat", "is that the rat", "the cat ate that", "sit at ease"]
+
+
+@pytest.mark.parametrize("context", ["", "th", "the c", "cat ", "xx", "a cat at"])
+def test_a_pruned_lm_fits_its_budget_and_stays_a_distribution(tmp_path, context):
+    full = build_arpa(LONGER, tmp_path / "full.arpa", order=5, vocabulary=VOCABULARY)
+    budget = full.stat().st_size // 2
+    pruned = prune_arpa(full, tmp_path / "pruned.arpa", budget)
+    assert pruned.stat().st_size <= budget
+    before, after = read_arpa(full), read_arpa(pruned)
+    probabilities = [[{gram: prob for gram, (prob, _) in level.items()} for level in m[:2]] for m in (before, after)]
+    assert probabilities[0] == probabilities[1]  # below min_order nothing is dropped (backoffs are re-normalised)
+    assert sum(map(len, after[2:])) < sum(map(len, before[2:]))
+    for k in range(2, 5):  # every kept n-gram keeps its context and suffix, which KenLM looks up
+        assert all(gram[:-1] in after[k - 1] and gram[1:] in after[k - 1] for gram in after[k])
+    lm, tokens = _load(pruned, VOCABULARY)
+    context = "".join(c for c in context if c in VOCABULARY)
+    assert math.isclose(sum(_next_char_probabilities(lm, tokens, context).values()), 1.0, rel_tol=1e-4)
+
+
+def test_a_budget_that_holds_the_whole_lm_keeps_it_as_it_is(tmp_path):
+    full = build_arpa(LONGER, tmp_path / "full.arpa", order=5, vocabulary=VOCABULARY)
+    kept = read_arpa(prune_arpa(full, tmp_path / "kept.arpa", 2 * full.stat().st_size))
+    for level, same in zip(read_arpa(full), kept):
+        assert level.keys() == same.keys()
+        for gram, (prob, backoff) in level.items():  # re-normalised, a whole model keeps its backoffs (to rounding)
+            assert same[gram][0] == prob and (backoff is None or math.isclose(same[gram][1], backoff, abs_tol=1e-4))
+    with pytest.raises(ValueError, match="cannot hold"):
+        prune_arpa(full, tmp_path / "none.arpa", 100)
 
 
 def test_context_decides_the_next_character(tmp_path):

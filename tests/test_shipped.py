@@ -91,7 +91,7 @@ def test_weights_that_do_not_match_their_card_are_refused(checkpoint, tmp_path):
 
 
 def test_a_model_over_budget_is_refused_and_nothing_is_left(checkpoint, tmp_path):
-    with pytest.raises(ValueError, match=r"over 0 MiB: prune the LM"):
+    with pytest.raises(ValueError, match=r"over 0 MiB: store float16 weights"):
         ship_model(checkpoint, "big", tmp_path, max_bytes=1000)
     assert list(tmp_path.iterdir()) == []
 
@@ -101,13 +101,23 @@ def test_the_card_cannot_override_what_the_reader_reads(checkpoint, tmp_path):
         ship_model(checkpoint, "tiny", tmp_path, {"charset": "abc"})
 
 
+def _shipped_without_lm(checkpoint: Path, tmp_path: Path) -> list[Path]:
+    """The files of ``checkpoint`` shipped greedy: what a budget holds besides the LM."""
+    ship_model(checkpoint, "greedy", tmp_path / "greedy")
+    return [f for f in (tmp_path / "greedy").iterdir() if f.suffix != ".json"]
+
+
 def test_a_pruned_lm_ships_beside_the_model_and_decodes_from_any_directory(checkpoint, images, tmp_path, monkeypatch):
     lm = build_arpa(["".join(sorted(CAPTCHA_SYMBOLS)) * 3, "2b8n2 5cd6x"], tmp_path / "source" / "lm.arpa", order=5)
-    card = ship_model(checkpoint, "beam", tmp_path / "weights", lm=lm, lm_order=3,
+    budget = lm.stat().st_size // 2 + sum(f.stat().st_size for f in _shipped_without_lm(checkpoint, tmp_path))
+    card = ship_model(checkpoint, "beam", tmp_path / "weights", lm=lm, max_bytes=budget,
                       decoder_settings={"beam_width": 7, "word_score": 2.0})  # fmt: skip
     shipped_lm = tmp_path / "weights" / "beam.lm.arpa"
-    assert json.loads(card.read_text())["decoder"]["init_args"]["lm"] == "beam.lm.arpa"  # relative to the card
-    assert len(read_arpa(shipped_lm)) == 3 and shipped_lm.stat().st_size < lm.stat().st_size
+    values = json.loads(card.read_text())
+    assert values["decoder"]["init_args"]["lm"] == "beam.lm.arpa"  # relative to the card
+    assert sum(values["size_bytes"].values()) <= budget  # the LM gave way to fit the budget
+    assert values["provenance"]["lm_pruned"]["from"] == [len(level) for level in read_arpa(lm)]
+    assert sum(values["provenance"]["lm_pruned"]["to"]) < sum(values["provenance"]["lm_pruned"]["from"])
     lm.unlink()  # the shipped copy is what it reads
     monkeypatch.chdir(tmp_path / "source")
     recognizer = htr.load_model(card)
