@@ -60,7 +60,7 @@ pretrained: setup
 		--trainer.max_epochs 4 --model.init_from $(PRETRAINED)/synth_iam_stage2.pt --model.scheduler.init_args.max_lr 0.001
 
 # The page recipe's starting weights (configs/poilus.yaml), ~20 min on one core after `make pretrained`: the IAM CPU
-# recipe fit on all 38 writers of $HTR_DATA_DIR/iam (90% of the lines train, 10% val, no test), so that the wills'
+# recipe fit on $HTR_DATA_DIR/iam with no test writers (34 writers train, 4 validate), so that the wills'
 # training starts from real handwriting rather than fonts. docs/reference.md, "Pages: ALTO and PAGE XML".
 IAM_ALL := --data.init_args.writer_fractions '[0.9, 0.1, 0.0]'
 pretrained-iam-all: setup
@@ -103,8 +103,8 @@ handwriting-fr: setup lm/fr.arpa
 		--lm lm/fr.arpa --lexicon lm/fr.txt --dtype float16 --decoder-config configs/decoders/beam_words.yaml
 
 # Rebuild the shipped handwriting-en (htr/weights/), ~25 min on one core: the IAM CPU recipe started from handwriting-fr
-# on all 38 writers of $HTR_DATA_DIR/iam (90% of the lines train, 10% val), its LM (every IAM line, wordfreq's English
-# words and Debian's fortunes, pruned to the 10 MB budget), then scripts/ship_model.py with the card's data,
+# on $HTR_DATA_DIR/iam (34 writers train, 4 validate), its LM (the training writers' lines, wordfreq's English words
+# and Debian's fortunes, pruned to the 10 MB budget), then scripts/ship_model.py with the card's data,
 # licences and held-out figures (scripts/cards/handwriting-en.json: writer folds, each fit without its test writers).
 lm/en.arpa: data/text/en.txt | setup
 	$(BIN)/htr lm build --config configs/iam_lines_cpu.yaml $(IAM_ALL) --words en --general-text data/text/en.txt \

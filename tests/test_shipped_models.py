@@ -1,7 +1,8 @@
 """The models shipped in htr/weights read real lines that they never trained on, loaded by name without unpickling.
 
-handwriting-fr never saw the Testaments de Poilus: every will is held out. The bound is the card's zero-shot figure
-on these pages with a margin, so that a regression (or a broken LM, decoder or preprocessing) fails here.
+handwriting-fr never saw the Testaments de Poilus: every will is held out. handwriting-en never trained on its 4
+validation writers (they chose its checkpoint). Each bound is the measured figure on these lines with a margin, so that
+a regression (or a broken LM, decoder or preprocessing) fails here.
 """
 
 from __future__ import annotations
@@ -14,22 +15,25 @@ from torchmetrics.text import CharErrorRate
 
 import htr
 from htr.data.documents import clean_text
+from htr.data.iam import IAMDataModule
 from htr.transcribe_pages import transcribe_page
 from tests.helpers import shared_dataset
 
 WILL_PAGES = 4  # the first pages of the wills in file-name order: 86 lines
-CER_BOUND = {"handwriting-fr": 0.40}  # with its shipped decoder; measured 35.4% (2026-12-05)
+IAM_LINES = 30  # the first lines of handwriting-en's validation writers
+CER_BOUND = {"handwriting-fr": 0.40, "handwriting-en": 0.15}  # shipped decoders; measured 35.4% and 9.9% (2026-12-05)
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("a shipped model was unpickled")
 
 
 @pytest.mark.slow
 def test_handwriting_fr_reads_wills_it_never_saw(monkeypatch: pytest.MonkeyPatch):
     pages = sorted((shared_dataset("poilus") / "pages").glob("*.xml"))[:WILL_PAGES]
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("a shipped model was unpickled")
-
-    monkeypatch.setattr(torch, "load", refuse)
-    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(torch, "load", _refuse)
+    monkeypatch.setattr(pickle, "Unpickler", _refuse)
     recognizer = htr.load_model("handwriting-fr")
     predictions, references = [], []
     for xml in pages:
@@ -41,3 +45,18 @@ def test_handwriting_fr_reads_wills_it_never_saw(monkeypatch: pytest.MonkeyPatch
     assert len(references) > 40
     cer = float(CharErrorRate()(predictions, references))
     assert cer <= CER_BOUND["handwriting-fr"], f"CER {cer:.3f} on {len(references)} lines"
+
+
+@pytest.mark.slow
+def test_handwriting_en_reads_writers_it_never_trained_on(monkeypatch: pytest.MonkeyPatch):
+    # make handwriting-en's split: 34 writers train, these 4 validate
+    iam = IAMDataModule(data_dir=str(shared_dataset("iam")), split="writers", writer_fractions=(0.9, 0.1, 0.0))
+    iam.setup("fit")
+    samples = iam.datasets["val"].samples[:IAM_LINES]
+    monkeypatch.setattr(torch, "load", _refuse)
+    monkeypatch.setattr(pickle, "Unpickler", _refuse)
+    recognizer = htr.load_model("handwriting-en")
+    assert type(recognizer.decoder).__name__ == "BeamSearchDecoder"  # its LM and lexicon came with it
+    predictions = [result.text for result in recognizer.transcribe([str(sample.path) for sample in samples])]
+    cer = float(CharErrorRate()(predictions, [sample.text for sample in samples]))
+    assert cer <= CER_BOUND["handwriting-en"], f"CER {cer:.3f} on {len(samples)} lines"
