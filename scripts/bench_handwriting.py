@@ -42,7 +42,7 @@ from htr.evaluation import kraken
 from htr.evaluation.decoders import fold_decoders, text_lines
 from htr.evaluation.folds import max_time, report_folds, run_folds
 from htr.evaluation.report import emit, machine_info, script_parser
-from htr.evaluation.scores import pooled, score
+from htr.evaluation.scores import pooled, score, zero_shot
 from htr.evaluation.timing import forward_flops, throughput
 from htr.inference import Recognizer
 from htr.loading import load_model
@@ -85,7 +85,12 @@ def _augmentation_ms_per_line(dataset: TextImageDataset, repeats: int = 3) -> fl
 
 def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: list[str]) -> dict:
     """Train and score one writer fold (and Kraken beside it when asked); returns its figures."""
-    peer = None
+    peer, zero = None, {}
+    if options.zero_shot:  # a model that never saw the fold's test writers, read as it ships, and greedy
+        test = kraken.config_splits(options.config, fold, extra)["test"]
+        zero = {"zero_shot": zero_shot(options.zero_shot, [s.path for s in test], [s.text for s in test])}
+        if options.zero_shot_only:
+            return {"fold": fold, "test_writers": sorted({s.writer for s in test}), "n_test": len(test), **zero}
     if options.peer_ketos:
         splits = kraken.config_splits(options.config, fold, extra)
         lists = kraken.write_line_lists(splits, workdir / f"lines{fold}")
@@ -121,7 +126,7 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
         "flops_per_line": forward_flops(recognizer.net, torch.zeros(1, recognizer.height, median_width))["total"],
         "lines_per_s": {f"b{b}": round(_lines_per_second(recognizer, images, b), 1) for b in (1, 16)},
     }
-    result |= _test_readings(recognizer, images, cli.datamodule, fold, workdir, options)
+    result |= zero | _test_readings(recognizer, images, cli.datamodule, fold, workdir, options)
     if peer is not None:
         result["kraken"] = kraken.report(peer, workdir / f"kraken{fold}")
     return result
@@ -172,8 +177,12 @@ def pool(folds: list[dict]) -> dict:
         "folds": [f["fold"] for f in folds],
         "test_lines": sum(f["n_test"] for f in folds),
         "test_writers": sum(len(f["test_writers"]) for f in folds),
-        "train_seconds_median": statistics.median(f["train_seconds"] for f in folds),
     }
+    if all("train_seconds" in f for f in folds):
+        summary["train_seconds_median"] = statistics.median(f["train_seconds"] for f in folds)
+    for reader in ("own", "greedy"):
+        if all("zero_shot" in f for f in folds):
+            summary[f"zero_shot_{reader}"] = pooled(f["zero_shot"][reader] for f in folds)
     for reader in ("greedy", "beam_lm", "beam_words", "beam_text"):
         if all(reader in f for f in folds):
             summary[reader] = {**pooled(f[reader] for f in folds), "cer_per_fold": [f[reader]["cer"] for f in folds]}
@@ -195,6 +204,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peer-ketos", default=None, help="ketos of a Kraken venv: train Kraken beside htr")
     parser.add_argument("--peer-threads", type=int, default=1)
     parser.add_argument("--pool", nargs="+", type=Path, help="merge the folds of these reports; trains nothing")
+    parser.add_argument(
+        "--zero-shot", metavar="MODEL", help="also score MODEL (e.g. handwriting-fr) untrained on the folds"
+    )
+    parser.add_argument("--zero-shot-only", action="store_true", help="score --zero-shot on the folds, train nothing")
     parser.add_argument(
         "--rescore", nargs="+", type=Path, help="read the folds of these reports again (their best checkpoints)"
     )

@@ -28,30 +28,17 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from htr.cli import build_cli
 from htr.data.documents import DocumentSample
-from htr.decoding import GREEDY
 from htr.evaluation import kraken
 from htr.evaluation.decoders import fold_decoders, text_lines
 from htr.evaluation.folds import max_time, report_folds, run_folds
 from htr.evaluation.report import emit, machine_info, script_parser
-from htr.evaluation.scores import pooled, score
+from htr.evaluation.scores import pooled, score, zero_shot
 from htr.loading import load_model
 
 
 def _pages(samples: Sequence[DocumentSample]) -> list[str]:
     """The XML files the lines come from (``source`` is ``<xml>#<line id>``)."""
     return sorted({sample.source.rsplit("#", 1)[0] for sample in samples})
-
-
-def zero_shot(model: str, samples: Sequence[DocumentSample]) -> dict[str, dict]:
-    """CER/WER of ``model`` (a shipped name, checkpoint or URI) on ``samples``, greedy and with its own decoder."""
-    recognizer = load_model(model)
-    images = [recognizer.preprocess(str(s.path)) for s in samples]
-    references = [s.text for s in samples]
-    scores = {}
-    for reader, decoder in (("own", recognizer.decoder), ("greedy", GREEDY)):
-        recognizer.decoder = decoder
-        scores[reader] = score([t.text for t in recognizer.transcribe_tensors(images, 16)], references)
-    return scores
 
 
 def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: list[str]) -> dict:
@@ -68,7 +55,8 @@ def bench_fold(fold: int, workdir: Path, options: argparse.Namespace, extra: lis
         "lines": {stage: len(v) for stage, v in splits.items()},
     }
     if options.zero_shot:  # a model that never saw these documents, read as it ships (its decoder), and greedy
-        result["zero_shot"] = zero_shot(options.zero_shot, splits["test"])
+        test = splits["test"]
+        result["zero_shot"] = zero_shot(options.zero_shot, [s.path for s in test], [s.text for s in test])
         if options.zero_shot_only:
             return result
     peer = None

@@ -16,12 +16,20 @@ from htr.evaluation.decoders import fold_decoders
 from htr.evaluation.folds import max_time, report_folds
 from htr.evaluation.kraken import pooled_beside_htr
 from htr.evaluation.report import emit, machine_info, script_parser
-from htr.evaluation.scores import pooled, score
+from htr.evaluation.scores import pooled, score, zero_shot
 from htr.models.crnn import CRNN
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, render_text, tiny_checkpoint
 
 REFERENCES = ["the cat sat", "on the mat", "a b", "handwriting is hard"]
 PREDICTIONS = ["the cat sat", "in the mat", "ab", "handwritting hard"]
+
+
+def test_zero_shot_scores_a_model_as_it_ships_and_greedy(tmp_path: Path):
+    images = [render_text(text, tmp_path / f"{i}.png") for i, text in enumerate(["ab3de", "c4fgx"])]
+    scores = zero_shot(str(tiny_checkpoint(tmp_path / "tiny.ckpt")), images, ["ab3de", "c4fgx"])
+    assert scores.keys() == {"own", "greedy"}
+    assert scores["greedy"]["chars"] == 10 and scores["greedy"]["char_edits"] > 0  # an untrained net misreads
+    assert scores["own"] == scores["greedy"]  # a checkpoint that ships greedy reads the same both ways
 
 
 def test_folds_scored_apart_pool_to_the_score_of_all_lines_together():

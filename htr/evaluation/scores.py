@@ -7,8 +7,12 @@ torchmetrics' CER is total character edits over total reference characters; keep
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from htr.decoding import GREEDY
+from htr.loading import load_model
 
 
 def score(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float | int]:
@@ -35,3 +39,15 @@ def pooled(scores: Iterable[dict[str, float | int]]) -> dict[str, float | int]:
         "wer": round(totals["word_edits"] / max(totals["words"], 1), 4),
         **totals,
     }
+
+
+def zero_shot(model: str, images: Sequence[str | Path], references: Sequence[str]) -> dict[str, dict]:
+    """``score`` of ``model`` (a shipped name, card, checkpoint or URI) reading ``images`` untrained on them, with
+    its ``own`` decoder as it ships and ``greedy``."""
+    recognizer = load_model(model)
+    tensors = [recognizer.preprocess(str(image)) for image in images]
+    scores = {}
+    for reader, decoder in (("own", recognizer.decoder), ("greedy", GREEDY)):
+        recognizer.decoder = decoder
+        scores[reader] = score([t.text for t in recognizer.transcribe_tensors(tensors, 16)], references)
+    return scores
