@@ -38,17 +38,32 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", backend: 
     """
     onnx_file = str(source).endswith(".onnx")
     backend = backend or ("onnx" if onnx_file else "torch")
-    if backend not in ("torch", "onnx"):
-        raise ValueError(f"unknown backend {backend!r}; expected torch or onnx")
     if backend == "onnx" and torch.device(device).type != "cpu":
         raise ValueError(f"the onnx backend runs on the CPU, not {device}")
-    if onnx_file and backend == "torch":
-        raise ValueError(f"{source} is an ONNX export: load it with backend='onnx'")
+    if onnx_file:
+        if backend == "torch":
+            raise ValueError(f"{source} is an ONNX export: load it with backend='onnx'")
+        from htr.export import load_onnx
+
+        return load_onnx(source)
+    return on_backend(_load_torch(source, device), backend)
+
+
+def on_backend(recognizer: Recognizer, backend: Backend, onnx_file: str | Path | None = None) -> Recognizer:
+    """``recognizer`` as it runs on ``backend``: itself for torch; for onnx, ``onnx_file`` (its export, e.g. the one
+    logged beside a registered model) or an export made in memory. One place for the choice, which ``load_model``
+    and the pyfunc share.
+
+    Raises:
+        ValueError: an unknown backend.
+    """
     if backend == "torch":
-        return _load_torch(source, device)
+        return recognizer
+    if backend != "onnx":
+        raise ValueError(f"unknown backend {backend!r}; expected torch or onnx")
     from htr.export import load_onnx, to_onnx  # onnxruntime takes ~0.7 s to import: only for its users
 
-    return load_onnx(source) if onnx_file else to_onnx(_load_torch(source, device))
+    return load_onnx(onnx_file, recognizer.decoder) if onnx_file else to_onnx(recognizer)
 
 
 def read_source(source: str | Path) -> ModelSpec:

@@ -27,6 +27,7 @@ from mlflow.types.schema import AnyType
 
 from htr.data.images import BadImageError, ImageLimits, read_gray
 from htr.inference import Recognizer, load_checkpoint
+from htr.loading import on_backend
 
 SERVE_LIMITS = ImageLimits(max_pixels=8_000_000, max_bytes=16 * 2**20)  # per image: a text line is far smaller
 MAX_REQUEST_PIXELS = 32_000_000  # all images of one request, decoded: bounds a request's memory (HTR_SERVE_...)
@@ -122,14 +123,10 @@ class HTRPythonModel(PythonModel):
         # a beam search's LM and lexicon: this model's copies (a decoder that reads no files is unchanged)
         self.recognizer.decoder = self.recognizer.decoder.with_files(context.artifacts)
         backend = (context.model_config or MODEL_CONFIG)["backend"]
-        if backend == "onnx":
-            if ONNX_ARTIFACT not in context.artifacts:
-                raise MlflowException("this model version was logged without an ONNX export; use backend torch")
-            from htr.export import load_onnx  # onnxruntime, for those who ask for it
-
-            self.recognizer = load_onnx(context.artifacts[ONNX_ARTIFACT], self.recognizer.decoder)
-        elif backend != "torch":
-            raise MlflowException(f"unknown backend {backend!r}; expected torch or onnx")
+        try:  # a version logged without an ONNX export is exported in memory
+            self.recognizer = on_backend(self.recognizer, backend, context.artifacts.get(ONNX_ARTIFACT))
+        except ValueError as error:
+            raise MlflowException(str(error)) from None
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None

@@ -12,6 +12,7 @@ import onnxruntime
 import pandas as pd
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 
 from htr.cli import main
 from htr.decoding import ConfidenceMap, decode
@@ -194,6 +195,21 @@ def test_pyfunc_runs_the_onnx_file_when_configured(
         found = model.predict(frame)
         assert found["text"].tolist() == expected["text"].tolist()
         assert found["confidence"].tolist() == pytest.approx(expected["confidence"].tolist(), rel=1e-4, abs=1e-6)
+
+
+def test_pyfunc_without_an_onnx_file_exports_one_in_memory(checkpoint: Path, captcha_files: Path, tmp_path: Path):
+    model_dir = tmp_path / "pyfunc"
+    mlflow.pyfunc.save_model(
+        model_dir, python_model=str(REPO_ROOT / "htr/pyfunc_model.py"), pip_requirements=[], model_config=MODEL_CONFIG,
+        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+    )  # fmt: skip
+    frame = _payload(sorted(captcha_files.glob("*.png"))[:3])
+    onnx = mlflow.pyfunc.load_model(str(model_dir), model_config={"backend": "onnx"})
+    torch_model = mlflow.pyfunc.load_model(str(model_dir))
+    assert isinstance(onnx.unwrap_python_model().recognizer.net, OnnxNetwork)
+    assert onnx.predict(frame)["text"].tolist() == torch_model.predict(frame)["text"].tolist()
+    with pytest.raises(MlflowException, match="unknown backend 'tensorrt'"):
+        mlflow.pyfunc.load_model(str(model_dir), model_config={"backend": "tensorrt"})
 
 
 @pytest.mark.slow
