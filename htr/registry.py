@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from htr.checkpoint import slim_checkpoint
 from htr.data.datamodule import TextImageDataModule
+from htr.decoding import Decoder, GreedyDecoder
 from htr.export import export_onnx
 from htr.inference import load_checkpoint
 from htr.model_store import CHECKPOINT_FILE
@@ -35,9 +36,12 @@ from htr.store import PACKAGE_DIR
 from htr.tracking import MONITOR, REQUIREMENTS, mlflow_logger, package_version, val_fingerprint
 
 
-def _pip_requirements() -> list[str]:
-    """Pinned requirements of the served model (local version tags such as ``+cpu`` are not on PyPI)."""
-    pins = ((name, package_version(name)) for name in (*REQUIREMENTS, "onnx", "onnxruntime"))  # onnx: its backend
+def _pip_requirements(decoder: Decoder) -> list[str]:
+    """Pinned requirements of the served model (local version tags such as ``+cpu`` are not on PyPI); a beam search
+    needs flashlight-text, without which the served model would read greedily."""
+    beam = () if isinstance(decoder, GreedyDecoder) else ("flashlight-text",)
+    names = (*REQUIREMENTS, "onnx", "onnxruntime", *beam)  # onnx: the pyfunc's onnx backend
+    pins = ((name, package_version(name)) for name in names)
     return [f"{name}=={found.split('+')[0]}" for name, found in pins if found]
 
 
@@ -113,7 +117,7 @@ def register_best(trainer: Trainer, model_name: str, alias: str = "champion") ->
                 **decoder_files,
             },
             code_paths=[str(_package_sources(Path(tmp) / "code"))],
-            pip_requirements=_pip_requirements(),
+            pip_requirements=_pip_requirements(module.decoder),
             signature=SIGNATURE,
             model_config=MODEL_CONFIG,
             input_example=_input_example(trainer),

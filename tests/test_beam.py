@@ -204,6 +204,8 @@ def test_decoder_and_lm_are_configured_tracked_and_registered(
     image = next(captcha_files.glob("*.png"))
     payload = base64.b64encode(image.read_bytes()).decode("ascii")  # the served model reads no server-side paths
     assert served.predict(pd.DataFrame({"image": [payload]}))["confidence"].between(0, 1).all()
+    requirements = Path(mlflow.artifacts.download_artifacts("models:/htr-beam/1")) / "requirements.txt"
+    assert "flashlight-text==" in requirements.read_text()  # served elsewhere, it still reads with its beam search
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     by_name = load_model("models:/htr-beam/1")  # fetches the model's copy of the LM with the checkpoint
