@@ -7,7 +7,10 @@ a regression (or a broken LM, decoder or preprocessing) fails here.
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,7 +20,7 @@ import htr
 from htr.data.documents import clean_text
 from htr.data.iam import IAMDataModule
 from htr.transcribe_pages import transcribe_page
-from tests.helpers import shared_dataset
+from tests.helpers import REPO_ROOT, shared_dataset
 
 WILL_PAGES = 4  # the first pages of the wills in file-name order: 86 lines
 IAM_LINES = 30  # the first lines of handwriting-en's validation writers
@@ -60,3 +63,18 @@ def test_handwriting_en_reads_writers_it_never_trained_on(monkeypatch: pytest.Mo
     predictions = [result.text for result in recognizer.transcribe([str(sample.path) for sample in samples])]
     cer = float(CharErrorRate()(predictions, [sample.text for sample in samples]))
     assert cer <= CER_BOUND["handwriting-en"], f"CER {cer:.3f} on {len(samples)} lines"
+
+
+@pytest.mark.slow
+def test_htr_transcribe_with_handwriting_fr_from_an_empty_folder_in_a_clean_environment(tmp_path):
+    page = sorted((shared_dataset("poilus") / "pages").glob("*.xml"))[0]
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "htr.cli", "transcribe", "--model", "handwriting-fr", "--output", "out", str(page)]
+    result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (written,) = (work / "out").iterdir()
+    assert written.name == page.name and written.read_text(encoding="utf-8") != page.read_text(encoding="utf-8")
+    created = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")} - {"home", "work", "work/out"}
+    assert created == {f"work/out/{page.name}"}  # no MLflow store, cache or download anywhere
