@@ -14,16 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (
-    CONCURRENT_FITS,
-    VENV_BIN,
-    assert_fits_landed,
-    fit_together,
-    free_port,
-    server_env,
-    start_server,
-    stop_server,
-)
+from htr.serving import free_port, start_server, stop_server
+from tests.helpers import CONCURRENT_FITS, VENV_BIN, assert_fits_landed, fit_together, server_env
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 INITDB = shutil.which("initdb") or (str(PG_BIN / "initdb") if PG_BIN else None)
