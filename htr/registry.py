@@ -24,6 +24,7 @@ from htr.decoding import Decoder, GreedyDecoder
 from htr.export import export_onnx
 from htr.inference import load_checkpoint
 from htr.model_store import CHECKPOINT_FILE
+from htr.provenance import PACKAGE_DIR, REQUIREMENTS, package_version
 from htr.pyfunc import (
     CHECKPOINT_ARTIFACT,
     MODEL_ARTIFACT,
@@ -32,8 +33,7 @@ from htr.pyfunc import (
     ONNX_FILE,
     SIGNATURE,
 )
-from htr.store import PACKAGE_DIR
-from htr.tracking import MONITOR, REQUIREMENTS, mlflow_logger, package_version, val_fingerprint
+from htr.tracking import MONITOR, mlflow_logger, val_fingerprint
 
 
 def _pip_requirements(decoder: Decoder) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from htr.lm import prune_arpa, read_arpa
+from htr.provenance import environment_tags
 from htr.reader import checkpoint_spec
 from htr.shipped import PACKAGE_WEIGHTS
 
@@ -83,8 +84,6 @@ def ship_model(
         FileNotFoundError: a decoder file is missing.
     """
     from safetensors.torch import save_file
-
-    from htr.tracking import environment_tags  # the commit and versions, as a run records them
 
     if not NAME.fullmatch(name):
         raise ValueError(f"model name {name!r}: use lower-case letters, digits, '.', '_' and '-'")

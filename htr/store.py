@@ -16,16 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def _project_root() -> Path | None:
-    """The source checkout htr runs from (a pyproject.toml beside the package), None when installed elsewhere."""
-    root = PACKAGE_DIR.parent
-    return root if (root / "pyproject.toml").is_file() else None
-
-
-PROJECT_ROOT = _project_root()
+from htr.provenance import PROJECT_ROOT
 
 
 def store_dir() -> Path:

@@ -9,11 +9,8 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +30,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from htr.checkpoint import checked_checkpoint, read_checkpoint
 from htr.data.datamodule import TextImageDataModule
 from htr.data.dataset import Sample
-from htr.store import PROJECT_ROOT, create_sqlite_store, reachable_tracking_uri, resolve_tracking_uri, sqlite_path
+from htr.provenance import environment_tags
+from htr.store import create_sqlite_store, reachable_tracking_uri, resolve_tracking_uri, sqlite_path
 
 # What an experiment holds, for MLflow's UI (3.17 reads it only when its GenAI/model-training switch is off; see
 # ``experiment_url``)
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 MONITOR = "val/cer"  # the metric that picks the best checkpoint and the champion (lower is better)
-REQUIREMENTS = ("torch", "lightning", "torchmetrics", "jsonargparse", "mlflow", "numpy", "pandas", "pillow",
-                "opencv-python-headless", "albumentations")  # fmt: skip
 
 
 def _slug(name: str) -> str:
@@ -293,34 +289,6 @@ def dataset_inputs(datamodule: TextImageDataModule) -> list[DatasetInput]:
                          profile=json.dumps(profile))  # fmt: skip
         inputs.append(DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT, stage)]))
     return inputs
-
-
-def _git_commit() -> str | None:
-    if PROJECT_ROOT is None:
-        return None
-    try:
-
-        def git(*args: str) -> str:
-            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
-
-        commit = git("rev-parse", "HEAD").strip()
-        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def package_version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
-def environment_tags() -> dict[str, str]:
-    """Git commit of the checkout and versions of Python and the packages a model depends on."""
-    tags = {"htr.git_commit": _git_commit(), "version.python": sys.version.split()[0]}
-    tags |= {f"version.{name}": package_version(name) for name in ("htr", *REQUIREMENTS)}
-    return {key: value for key, value in tags.items() if value}
 
 
 class MLflowRunCallback(SaveConfigCallback):

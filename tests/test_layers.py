@@ -17,7 +17,7 @@ PACKAGE = REPO_ROOT / "htr"
 # configs, registered models and the shipped cards, and a move would break every one of them.
 LAYERS: dict[str, tuple[str, ...]] = {
     # what everything shares, importing no other htr module but each other
-    "core": ("htr.alphabet", "htr.decoding", "htr.preprocessing", "htr.quiet", "htr.extras"),
+    "core": ("htr.alphabet", "htr.decoding", "htr.preprocessing", "htr.quiet", "htr.extras", "htr.provenance"),
     # plain nn.Modules
     "models": ("htr.models", "htr.models.blocks", "htr.models.rnn", "htr.models.crnn", "htr.models.transfer"),
     # images, pages and datasets; below reading, which decodes images, cuts page lines and batches with it
@@ -50,10 +50,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "htr.evaluation.timing", "htr.evaluation.decoders", "htr.evaluation.kraken",
     ),
 }  # fmt: skip
-# Imports of a higher layer that stay, each with its reason (both are lazy: the import runs only on that path).
+# Imports of a higher layer that stay, each with its reason (lazy: the import runs only on that path).
 UPWARD_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("htr.loading", "htr.model_store"): "load_model reads models:/ and runs:/ URIs; MLflow is imported for them only",
-    ("htr.shipping", "htr.tracking"): "a shipped card records the commit and package versions as a run's tags do",
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 RANK = {layer: rank for rank, layer in enumerate(LAYERS)}
