@@ -52,8 +52,9 @@ class MLFlowLogger(LightningMLFlowLogger):
     Metrics reach MLflow together with checkpoints, so that a run killed and resumed from its last checkpoint
     (``htr fit --ckpt_path last``) has each step exactly once: metrics logged after a training batch started
     are held until the next checkpoint is written (or the run ends), and are lost with the process if it dies
-    first, as the steps they describe are redone on resume. ``MLflowRunCallback`` tells the logger when a
-    training batch starts; without it everything waits for the next checkpoint.
+    first, as the steps they describe are redone on resume. The checkpoint carries what it releases: a process
+    killed between writing it and sending them gets them sent on resume (``recover``). ``MLflowRunCallback``
+    tells the logger when a training batch starts; without it everything waits for the next checkpoint.
 
     Args:
         experiment_name: one experiment per dataset/config family, e.g. ``captcha``.
@@ -108,6 +109,19 @@ class MLFlowLogger(LightningMLFlowLogger):
         """From now on, metrics describe state that the last checkpoint does not hold: hold them back."""
         self._trained_since_checkpoint = True
 
+    def held_back(self) -> list[tuple[str, float, int, int]]:
+        """The metrics waiting for the checkpoint being written, as (key, value, timestamp, step)."""
+        return [(m.key, m.value, m.timestamp, m.step) for m in self._pending]
+
+    @rank_zero_only
+    def recover(self, held: Sequence[Sequence]) -> None:
+        """Send the metrics a resumed checkpoint held back (``held_back``) that its run lacks: those of a process
+        killed after writing the checkpoint and before sending them. What MLflow has already is skipped."""
+        metrics = [Metric(str(key), float(value), int(timestamp), int(step)) for key, value, timestamp, step in held]
+        history = self.experiment.get_metric_history
+        logged = {key: {m.step for m in history(self.run_id, key)} for key in {m.key for m in metrics}}
+        self._send([m for m in metrics if m.step not in logged[m.key]])
+
     def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
         super().after_save_checkpoint(checkpoint_callback)
         self._trained_since_checkpoint = False
@@ -133,9 +147,12 @@ class MLFlowLogger(LightningMLFlowLogger):
         return super().experiment
 
     def _flush(self) -> None:
-        for start in range(0, len(self._pending), 1000):  # MLflow takes at most 1000 metrics per batch
-            self.experiment.log_batch(self.run_id, metrics=self._pending[start : start + 1000])
+        self._send(self._pending)
         self._pending = []
+
+    def _send(self, metrics: list[Metric]) -> None:
+        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.experiment.log_batch(self.run_id, metrics=metrics[start : start + 1000])
 
 
 def experiment_id_for(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
@@ -341,4 +358,10 @@ class MLflowRunCallback(SaveConfigCallback):
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         logger = mlflow_logger(trainer)
         if logger is not None and logger.run_id:
-            checkpoint["mlflow"] = {"tracking_uri": logger.tracking_uri, "run_id": logger.run_id}
+            checkpoint["mlflow"] = {"tracking_uri": logger.tracking_uri, "run_id": logger.run_id,
+                                    "held_back": logger.held_back()}  # fmt: skip
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        logger, saved = mlflow_logger(trainer), checkpoint.get("mlflow", {})
+        if logger is not None and saved.get("held_back") and saved.get("run_id") == logger.run_id:
+            logger.recover(saved["held_back"])

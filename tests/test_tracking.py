@@ -131,6 +131,22 @@ def test_a_deleted_experiment_of_the_same_name_says_how_to_restore_it(store: str
     assert MLFlowLogger(experiment_name="binned", tracking_uri=store).experiment_id == deleted
 
 
+def test_metrics_a_checkpoint_held_back_are_sent_once_on_resume(store: str):
+    """A process killed after writing a checkpoint and halfway through sending the metrics it covers: resuming
+    sends the rest, and a second resume from the same checkpoint sends nothing."""
+    logger = MLFlowLogger(experiment_name="held", tracking_uri=store)
+    logger.training_batch_started()
+    for step in range(4):
+        logger.log_metrics({"train/loss_step": 1.0 / (step + 1)}, step=step)
+    held = logger.held_back()  # what MLflowRunCallback writes into the checkpoint
+    assert [entry[3] for entry in held] == [0, 1, 2, 3]
+    logger._send(logger._pending[:2])  # steps 0 and 1 reached MLflow, then the process died
+    for _ in range(2):
+        MLFlowLogger(experiment_name="held", tracking_uri=store, run_id=logger.run_id).recover(held)
+    history = logger.experiment.get_metric_history(logger.run_id, "train/loss_step")
+    assert sorted((m.step, m.value) for m in history) == [(step, 1.0 / (step + 1)) for step in range(4)]
+
+
 @pytest.mark.slow
 def test_trainings_started_together_on_a_fresh_store_all_log_into_one_experiment(tmp_path: Path):
     """A new sqlite store and a new experiment, opened by three processes at once (MLflow's own migrations failed)."""
