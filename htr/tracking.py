@@ -278,9 +278,16 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, str]:
 
 
 def _fingerprint(samples: Sequence[Sample]) -> str:
-    """Short hash of samples' file names and texts: CERs compare only on the same set."""
-    items = sorted(f"{s.path.name}\t{s.text}" for s in samples)
+    """Short hash of samples' names and texts: CERs compare only on the same set, wherever it lies on disk."""
+    items = sorted(f"{_sample_name(s)}\t{s.text}" for s in samples)
     return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+
+
+def _sample_name(sample: Sample) -> str:
+    """A sample's file name; a line cut from a page is named by its page and line id (``will_3.xml#l12``), since
+    its cached image is named by a hash of absolute paths, which differ between checkouts."""
+    source = getattr(sample, "source", None)
+    return Path(source).name if source else sample.path.name
 
 
 def val_fingerprint(trainer: Trainer) -> str | None:

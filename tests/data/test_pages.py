@@ -13,6 +13,7 @@ from htr.data.lines import LINE_SUFFIX, LineFolderDataModule
 from htr.data.page_xml import BadPageError, BadPagesError, PageLine, find_xml, parse_page
 from htr.data.pages import PageDataModule
 from htr.page_output import LinePrediction, line_records, transcribed_xml, write_page_xml
+from htr.tracking import _fingerprint
 from tests.data.page_fixtures import INK, PAPER, SLANT, make_pages, render_line
 from tests.helpers import SHARED_DATA, blank_png, shared_dataset
 
@@ -265,6 +266,15 @@ def test_cut_lines_are_cached_and_reused(good_pages: list[str], tmp_path: Path):
     second = _module(good_pages, tmp_path, skip_bad=True).split_samples()
     assert sorted(s.path for samples in second.values() for s in samples) == paths
     assert [p.stat().st_mtime_ns for p in paths] == stamps
+
+
+def test_the_val_fingerprint_is_the_same_wherever_the_pages_and_cache_lie(pages_dir: Path, tmp_path: Path):
+    """A registered model's val/cer is compared with the champion's only on the same val set (htr.registry)."""
+    moved = Path(shutil.copytree(pages_dir, tmp_path / "elsewhere"))
+    here = _module([str(pages_dir)], tmp_path / "cache-a", skip_bad=True).split_samples()["val"]
+    there = _module([str(moved)], tmp_path / "cache-b", skip_bad=True).split_samples()["val"]
+    assert {s.path.name for s in here}.isdisjoint(s.path.name for s in there)  # cut images named by their paths
+    assert _fingerprint(here) == _fingerprint(there)
 
 
 def test_setup_builds_datasets_from_the_cut_lines(good_pages: list[str], tmp_path: Path):
