@@ -33,6 +33,7 @@ from htr.pyfunc import (
     ONNX_FILE,
     SIGNATURE,
 )
+from htr.store import retry_conflicts
 from htr.tracking import MONITOR, mlflow_logger, val_fingerprint
 
 
@@ -136,7 +137,7 @@ def register_best(trainer: Trainer, model_name: str, alias: str = "champion") ->
     for key, value in tags.items():
         client.set_model_version_tag(model_name, number, key, value)
     if promote:
-        client.set_registered_model_alias(model_name, alias, number)
+        retry_conflicts(lambda: client.set_registered_model_alias(model_name, alias, number))
     client.set_tag(logger.run_id, "registered_model", f"models:/{model_name}/{number}")
     rank_zero_info(f"Registered {model_name} version {number}, which {decision}")
     return client.get_model_version(model_name, number)

@@ -3,20 +3,28 @@
 The default store is embedded: ``sqlite:///<store>/mlflow.db`` with artifacts in ``<store>/mlruns/``, where
 ``<store>`` is the project root in a source checkout, else ``$XDG_DATA_HOME/htr`` (``~/.local/share/htr``).
 ``MLFLOW_TRACKING_URI`` (or a logger's ``tracking_uri``) switches to another store or a server. Nothing here
-imports Lightning; MLflow only to create a store.
+imports Lightning; MLflow only to create a store or retry a write.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import time
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from filelock import FileLock
 
 from htr.provenance import PROJECT_ROOT
+
+T = TypeVar("T")
+# how stores word a unique-key conflict: PostgreSQL behind a server, sqlite
+CONFLICTS = ("duplicate key value violates unique constraint", "UNIQUE constraint failed")
 
 
 def store_dir() -> Path:
@@ -116,3 +124,22 @@ def experiment_url(ui: str, experiment_id: str) -> str:
     ``mlflow.experimentKind`` tag while its GenAI/model-training switch is shown.
     """
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def retry_conflicts(write: Callable[[], T], attempts: int = 5) -> T:
+    """``write()``, tried again after a short random pause when the store refuses it for a unique-key conflict.
+
+    Runs that finish together on a server (PostgreSQL) can insert the same row at once, such as a dataset their runs
+    share or the champion alias, and all but one insert fail; sqlite serialises them. Tried again, the write finds
+    the row and updates it or links to it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts):
+        try:
+            return write()
+        except MlflowException as error:
+            if not any(conflict in str(error) for conflict in CONFLICTS):
+                raise
+        time.sleep(random.uniform(0.05, 0.3) * attempt)
+    return write()

@@ -31,7 +31,7 @@ from htr.checkpoint import checked_checkpoint, read_checkpoint
 from htr.data.datamodule import TextImageDataModule
 from htr.data.dataset import Sample
 from htr.provenance import environment_tags
-from htr.store import create_sqlite_store, reachable_tracking_uri, resolve_tracking_uri, sqlite_path
+from htr.store import create_sqlite_store, reachable_tracking_uri, resolve_tracking_uri, retry_conflicts, sqlite_path
 
 # What an experiment holds, for MLflow's UI (3.17 reads it only when its GenAI/model-training switch is off; see
 # ``experiment_url``)
@@ -344,7 +344,8 @@ class MLflowRunCallback(SaveConfigCallback):
         for start in range(0, max(len(params), 1), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(run_id, params=params[start : start + 100], tags=tags if start == 0 else [])
         if params and isinstance(trainer.datamodule, TextImageDataModule):  # a new run: say what it reads
-            client.log_inputs(run_id, dataset_inputs(trainer.datamodule))
+            inputs = dataset_inputs(trainer.datamodule)
+            retry_conflicts(lambda: client.log_inputs(run_id, inputs))
 
     @staticmethod
     def _data_params(trainer: Trainer, pl_module: LightningModule) -> dict[str, str]:

@@ -29,6 +29,7 @@ from htr.store import (
     default_tracking_uri,
     reachable_tracking_uri,
     resolve_tracking_uri,
+    retry_conflicts,
     store_dir,
 )
 from htr.tracking import MLFlowLogger
@@ -129,6 +130,23 @@ def test_a_deleted_experiment_of_the_same_name_says_how_to_restore_it(store: str
         MLFlowLogger(experiment_name="binned", tracking_uri=store).experiment_id  # noqa: B018
     client.restore_experiment(deleted)
     assert MLFlowLogger(experiment_name="binned", tracking_uri=store).experiment_id == deleted
+
+
+def test_a_write_refused_for_a_unique_key_conflict_is_tried_again():
+    """Runs finishing together on a PostgreSQL-backed server insert the same dataset or alias row at once."""
+    refusals = iter(['duplicate key value violates unique constraint "dataset_pk"', "UNIQUE constraint failed"])
+
+    def write() -> str:
+        message = next(refusals, None)
+        if message:
+            raise MlflowException(f"BAD_REQUEST: {message}")
+        return "written"
+
+    assert retry_conflicts(write) == "written"
+    with pytest.raises(MlflowException, match="no such run"):  # any other error at once
+        retry_conflicts(lambda: (_ for _ in ()).throw(MlflowException("no such run")))
+    with pytest.raises(MlflowException, match="UNIQUE"):  # a conflict that never clears, after the last attempt
+        retry_conflicts(lambda: (_ for _ in ()).throw(MlflowException("UNIQUE constraint failed")), attempts=2)
 
 
 def test_metrics_a_checkpoint_held_back_are_sent_once_on_resume(store: str):
