@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from htr.lm import prune_arpa, read_arpa
+from htr.lm import prune_arpa
 from htr.provenance import environment_tags
 from htr.reader import checkpoint_spec
 from htr.shipped import PACKAGE_WEIGHTS
@@ -48,8 +48,15 @@ def _decoder(
 
 
 def _ngrams(arpa: Path) -> list[int]:
-    """How many n-grams of each order an ARPA file holds."""
-    return [len(level) for level in read_arpa(arpa)]
+    """How many n-grams of each order an ARPA file holds, from its ``\\data\\`` header (the file is tens of MB)."""
+    counts = []
+    with arpa.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.startswith("ngram "):
+                counts.append(int(line.split("=", 1)[1]))
+            elif counts and not line.strip():
+                return counts
+    return counts
 
 
 def ship_model(
