@@ -1,9 +1,9 @@
 """Turning a checkpoint of ``htr fit`` into a shipped model: ``<name>.safetensors`` + ``<name>.json`` (+ LM files).
 
 The card is the checkpoint's plain values (``htr.reader.ModelSpec.card``) with the decoder's files renamed to the
-copies shipped beside it, plus provenance: the checkpoint, command, commit and package versions, the date, the
-sizes, and whatever the caller's card adds (the data the model saw, held-out figures, licences). Run by
-``scripts/ship_model.py``; read back by ``htr.reader.card_spec``.
+copies shipped beside it (the LM gzip-compressed, as KenLM reads it), plus provenance: the checkpoint, command,
+commit and package versions, the date, the sizes, and whatever the caller's card adds (the data the model saw,
+held-out figures, licences). Run by ``scripts/ship_model.py``; read back by ``htr.reader.card_spec``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from htr.lm import prune_arpa
+from htr.lm import open_arpa, prune_arpa
 from htr.provenance import environment_tags
 from htr.reader import checkpoint_spec
 from htr.shipped import PACKAGE_WEIGHTS
@@ -50,7 +50,7 @@ def _decoder(
 def _ngrams(arpa: Path) -> list[int]:
     """How many n-grams of each order an ARPA file holds, from its ``\\data\\`` header (the file is tens of MB)."""
     counts = []
-    with arpa.open(encoding="utf-8") as lines:
+    with open_arpa(arpa, "r") as lines:
         for line in lines:
             if line.startswith("ngram "):
                 counts.append(int(line.split("=", 1)[1]))
@@ -112,7 +112,12 @@ def ship_model(
     written[0].chmod(0o644)  # package data, readable by every user (safetensors writes it private)
     for arg, source in sources.items():
         target = folder / f"{name}.{arg}{source.suffix}"
-        shutil.copyfile(source, target)
+        if arg == "lm" and source.suffix != ".gz":  # KenLM reads it compressed: a quarter of the bytes
+            target = target.with_name(target.name + ".gz")
+            with source.open(encoding="utf-8") as plain, open_arpa(target, "w") as packed:
+                shutil.copyfileobj(plain, packed)
+        else:
+            shutil.copyfile(source, target)
         decoder["init_args"][arg] = target.name  # type: ignore[index]  # relative to the card
         written.append(target)
     sizes = {path.name: path.stat().st_size for path in written}

@@ -58,6 +58,18 @@ def test_a_pruned_lm_fits_its_budget_and_stays_a_distribution(tmp_path, context)
     assert math.isclose(sum(_next_char_probabilities(lm, tokens, context).values()), 1.0, rel_tol=1e-4)
 
 
+def test_a_compressed_lm_is_pruned_to_its_budget_as_written_and_reads_back(tmp_path):
+    full = build_arpa(LONGER, tmp_path / "full.arpa", order=5, vocabulary=VOCABULARY)
+    whole = build_arpa(LONGER, tmp_path / "whole.arpa.gz", order=5, vocabulary=VOCABULARY)
+    assert whole.stat().st_size < full.stat().st_size / 2 and read_arpa(whole) == read_arpa(full)
+    budget = whole.stat().st_size * 3 // 4  # of gzip's bytes, not of the text's
+    pruned = prune_arpa(full, tmp_path / "pruned.arpa.gz", budget)
+    assert pruned.stat().st_size <= budget
+    assert 0 < sum(map(len, read_arpa(pruned)[2:])) < sum(map(len, read_arpa(full)[2:]))
+    lm, tokens = _load(pruned, VOCABULARY)  # KenLM reads the compressed file as it is
+    assert math.isclose(sum(_next_char_probabilities(lm, tokens, "th").values()), 1.0, rel_tol=1e-4)
+
+
 def test_a_budget_that_holds_the_whole_lm_keeps_it_as_it_is(tmp_path):
     full = build_arpa(LONGER, tmp_path / "full.arpa", order=5, vocabulary=VOCABULARY)
     kept = read_arpa(prune_arpa(full, tmp_path / "kept.arpa", 2 * full.stat().st_size))

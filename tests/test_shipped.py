@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pickle
@@ -109,12 +110,14 @@ def _shipped_without_lm(checkpoint: Path, tmp_path: Path) -> list[Path]:
 
 def test_a_pruned_lm_ships_beside_the_model_and_decodes_from_any_directory(checkpoint, images, tmp_path, monkeypatch):
     lm = build_arpa(["".join(sorted(CAPTCHA_SYMBOLS)) * 3, "2b8n2 5cd6x"], tmp_path / "source" / "lm.arpa", order=5)
-    budget = lm.stat().st_size // 2 + sum(f.stat().st_size for f in _shipped_without_lm(checkpoint, tmp_path))
+    packed = len(gzip.compress(lm.read_bytes()))  # the LM ships gzip-compressed: half of that must give way
+    budget = packed // 2 + sum(f.stat().st_size for f in _shipped_without_lm(checkpoint, tmp_path))
     card = ship_model(checkpoint, "beam", tmp_path / "weights", lm=lm, max_bytes=budget,
                       decoder_settings={"beam_width": 7, "word_score": 2.0})  # fmt: skip
-    shipped_lm = tmp_path / "weights" / "beam.lm.arpa"
+    shipped_lm = tmp_path / "weights" / "beam.lm.arpa.gz"
     values = json.loads(card.read_text())
-    assert values["decoder"]["init_args"]["lm"] == "beam.lm.arpa"  # relative to the card
+    assert values["decoder"]["init_args"]["lm"] == "beam.lm.arpa.gz"  # relative to the card
+    assert shipped_lm.read_bytes()[:2] == b"\x1f\x8b"  # gzip, which KenLM reads as it is
     assert sum(values["size_bytes"].values()) <= budget  # the LM gave way to fit the budget
     assert values["provenance"]["lm_pruned"]["from"] == [len(level) for level in read_arpa(lm)]
     assert sum(values["provenance"]["lm_pruned"]["to"]) < sum(values["provenance"]["lm_pruned"]["from"])
