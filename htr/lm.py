@@ -13,6 +13,7 @@ import argparse
 import gzip
 import io
 import math
+import shutil
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -139,6 +140,25 @@ def open_arpa(path: Path, mode: str) -> TextIO:
         return path.open(mode, encoding="utf-8")
     # no timestamp in the header: the same model writes the same bytes
     return io.TextIOWrapper(gzip.GzipFile(path, mode + "b", compresslevel=9, mtime=0), encoding="utf-8")
+
+
+def copy_arpa(source: str | Path, target: str | Path) -> Path:
+    """``source``'s ARPA text written to ``target``, each gzip-compressed or not by its name (``open_arpa``)."""
+    with open_arpa(Path(source), "r") as text, open_arpa(Path(target), "w") as out:
+        shutil.copyfileobj(text, out)
+    return Path(target)
+
+
+def arpa_counts(path: str | Path) -> list[int]:
+    """How many n-grams of each order an ARPA file holds, from its ``\\data\\`` header (the file is tens of MB)."""
+    counts = []
+    with open_arpa(Path(path), "r") as lines:
+        for line in lines:
+            if line.startswith("ngram "):
+                counts.append(int(line.split("=", 1)[1]))
+            elif counts and not line.strip():
+                break
+    return counts
 
 
 def write_arpa(model: list[dict[Gram, tuple[float, float | None]]], path: str | Path) -> Path:

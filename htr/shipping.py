@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from htr.lm import open_arpa, prune_arpa
+from htr.lm import arpa_counts, copy_arpa, prune_arpa
 from htr.provenance import environment_tags
 from htr.reader import checkpoint_spec
 from htr.shipped import PACKAGE_WEIGHTS
@@ -45,18 +45,6 @@ def _decoder(
         if not path.is_file():
             raise FileNotFoundError(f"the decoder's {arg}: no file at {path} (pass --{arg} FILE to ship another)")
     return {**decoder, "init_args": args}, sources
-
-
-def _ngrams(arpa: Path) -> list[int]:
-    """How many n-grams of each order an ARPA file holds, from its ``\\data\\`` header (the file is tens of MB)."""
-    counts = []
-    with open_arpa(arpa, "r") as lines:
-        for line in lines:
-            if line.startswith("ngram "):
-                counts.append(int(line.split("=", 1)[1]))
-            elif counts and not line.strip():
-                return counts
-    return counts
 
 
 def ship_model(
@@ -111,12 +99,10 @@ def ship_model(
     save_file(weights, written[0], metadata={"format": values["format"], "name": name})
     written[0].chmod(0o644)  # package data, readable by every user (safetensors writes it private)
     for arg, source in sources.items():
-        target = folder / f"{name}.{arg}{source.suffix}"
-        if arg == "lm" and source.suffix != ".gz":  # KenLM reads it compressed: a quarter of the bytes
-            target = target.with_name(target.name + ".gz")
-            with source.open(encoding="utf-8") as plain, open_arpa(target, "w") as packed:
-                shutil.copyfileobj(plain, packed)
+        if arg == "lm":  # KenLM reads it gzip-compressed: a quarter of the bytes
+            target = copy_arpa(source, folder / f"{name}.lm.arpa.gz")
         else:
+            target = folder / f"{name}.{arg}{source.suffix}"
             shutil.copyfile(source, target)
         decoder["init_args"][arg] = target.name  # type: ignore[index]  # relative to the card
         written.append(target)
@@ -129,7 +115,11 @@ def ship_model(
             prune_arpa(sources["lm"], shipped_lm, room)
         except ValueError:
             pass  # not even its lowest orders fit: the size check below says so
-        lm_pruned = {"from": _ngrams(sources["lm"]), "to": _ngrams(shipped_lm), "bytes": shipped_lm.stat().st_size}
+        lm_pruned = {
+            "from": arpa_counts(sources["lm"]),
+            "to": arpa_counts(shipped_lm),
+            "bytes": shipped_lm.stat().st_size,
+        }
         sizes[shipped_lm.name] = shipped_lm.stat().st_size
     if sum(sizes.values()) > max_bytes:
         for path in written:
