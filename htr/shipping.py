@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from datetime import datetime, timezone
@@ -78,7 +79,7 @@ def ship_model(
         ValueError: a bad name, dtype or card, or a model over ``max_bytes`` (nothing is left written then).
         FileNotFoundError: a decoder file is missing.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     if not NAME.fullmatch(name):
         raise ValueError(f"model name {name!r}: use lower-case letters, digits, '.', '_' and '-'")
@@ -96,8 +97,9 @@ def ship_model(
         key: (tensor.to(DTYPES[dtype]) if tensor.is_floating_point() else tensor).contiguous()
         for key, tensor in spec.weights.items()
     }
-    save_file(weights, written[0], metadata={"format": values["format"], "name": name})
-    written[0].chmod(0o644)  # package data, readable by every user (safetensors writes it private)
+    # One metadata key: safetensors writes them from a hash map, so two would come out in either order, and the
+    # same weights as different bytes (a new checksum for an unchanged model).
+    _write_atomically(written[0], save(weights, metadata={"format": values["format"]}))
     for arg, source in sources.items():
         if arg == "lm":  # KenLM reads it gzip-compressed: a quarter of the bytes
             target = copy_arpa(source, folder / f"{name}.lm.arpa.gz")
@@ -151,5 +153,14 @@ def ship_model(
         **values.get("provenance", {}),  # the caller's card has the last word
     }
     path = folder / f"{name}.json"
-    path.write_text(json.dumps(values, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _write_atomically(path, (json.dumps(values, indent=2, ensure_ascii=False) + "\n").encode())
     return path
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` in one step: a fit or a reader loading the model meanwhile sees the old file or the new one,
+    never half of one."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    partial.chmod(0o644)  # package data, readable by every user
+    os.replace(partial, path)

@@ -78,6 +78,14 @@ def test_float16_weights_take_half_the_space_and_read_the_same(checkpoint, image
         assert a.text == b.text and a.confidence == pytest.approx(b.confidence, rel=0.05)
 
 
+def test_the_same_checkpoint_ships_as_the_same_bytes(checkpoint, tmp_path):
+    """Re-shipping an unchanged model (to update its card) must not change its weights' checksum: a fit that loads
+    it meanwhile would be refused. Six ships: metadata written in hash-map order would differ with odds 31 in 32."""
+    cards = [json.loads(ship_model(checkpoint, "same", tmp_path / str(i)).read_text()) for i in range(6)]
+    assert len({card["weights"]["sha256"] for card in cards}) == 1
+    assert not list(tmp_path.glob("*/.*partial"))
+
+
 def test_an_unknown_name_lists_the_shipped_models(shipped):
     with pytest.raises(FileNotFoundError, match=r"nope is neither a file.*shipped: .*tiny-captcha"):
         htr.load_model("nope")
