@@ -99,7 +99,8 @@ def ship_model(
     }
     # One metadata key: safetensors writes them from a hash map, so two would come out in either order, and the
     # same weights as different bytes (a new checksum for an unchanged model).
-    _write_atomically(written[0], save(weights, metadata={"format": values["format"]}))
+    weights_bytes = save(weights, metadata={"format": values["format"]})
+    _write_atomically(written[0], weights_bytes)
     for arg, source in sources.items():
         if arg == "lm":  # KenLM reads it gzip-compressed: a quarter of the bytes
             target = copy_arpa(source, folder / f"{name}.lm.arpa.gz")
@@ -137,7 +138,7 @@ def ship_model(
         "decoder_files": sorted(sources),
         "weights": {
             "file": written[0].name,
-            "sha256": hashlib.sha256(written[0].read_bytes()).hexdigest(),
+            "sha256": hashlib.sha256(weights_bytes).hexdigest(),
             "dtype": dtype,
             "parameters": sum(t.numel() for t in weights.values() if t.is_floating_point()),
         },
