@@ -107,6 +107,10 @@ class BeamSearchDecoder(Decoder):
             **{**self.__getstate__(), **{name: files[name] for name in self.files() if name in files}}
         )
 
+    def with_beam_width(self, beam_width: int) -> BeamSearchDecoder:
+        """A copy that keeps ``beam_width`` hypotheses per step, its LM, lexicon and weights unchanged."""
+        return BeamSearchDecoder(**{**self.__getstate__(), "beam_width": beam_width})
+
     def _build(self, alphabet: Alphabet) -> LexiconDecoder | LexiconFreeDecoder:
         # The files are opened here, not in __init__, so that a checkpoint naming them loads anywhere and a logged
         # model can point the decoder at its own copies (``with_files``) before the first decode.

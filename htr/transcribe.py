@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from htr.data.images import IMAGE_SUFFIXES, BadImageError
-from htr.decoding import GREEDY, Transcription
+from htr.decoding import GREEDY, GreedyDecoder, Transcription
 from htr.extras import MissingExtraWarning
 from htr.loading import load_model
 from htr.transcribe_pages import is_page_source, transcribe_xml_files
@@ -153,7 +153,12 @@ def main(args: Sequence[str] | None = None) -> None:
         "--decoder", choices=["greedy", "beam"], default=None,
         help="greedy, or beam search (htr.beam) with --beam-width and --lm; default: the model's own (--lm: beam)",
     )  # fmt: skip
-    parser.add_argument("--beam-width", type=int, default=10, help="beam search hypotheses per step (default 10)")
+    parser.add_argument(
+        "--beam-width", type=_positive, default=None,
+        help="beam search hypotheses per step. With the model's own beam search (the shipped models keep 30), a wider "
+        "beam keeps its LM and lexicon and reads a little better, more slowly (docs/reference.md); with --decoder "
+        "beam or --lm, default 10",
+    )  # fmt: skip
     parser.add_argument("--lm", type=Path, help="a character n-gram ARPA file (`htr lm build`) for beam search")
     parser.add_argument("--lm-weight", type=float, default=0.5, help="weight of --lm against the model (default 0.5)")
     parser.add_argument(
@@ -186,9 +191,13 @@ def main(args: Sequence[str] | None = None) -> None:
     if options.decoder == "beam" or options.lm is not None:
         from htr.beam import BeamSearchDecoder  # flashlight-text, only when asked for
 
-        recognizer.decoder = BeamSearchDecoder(options.beam_width, options.lm, options.lm_weight)
+        recognizer.decoder = BeamSearchDecoder(options.beam_width or 10, options.lm, options.lm_weight)
     elif options.decoder == "greedy":
         recognizer.decoder = GREEDY
+    elif options.beam_width is not None:
+        if isinstance(recognizer.decoder, GreedyDecoder):
+            parser.error(f"--beam-width: {options.model} decodes greedily; add --decoder beam (and --lm) to search")
+        recognizer.decoder = recognizer.decoder.with_beam_width(options.beam_width)
     writer = TranscriptionWriter(options.format, sys.stdout, options.below, options.sort)
     if any(map(is_page_source, options.images)):  # lines cut from their pages; records named <xml>#<line id>
         failed = transcribe_xml_files(

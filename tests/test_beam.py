@@ -118,6 +118,16 @@ def test_reads_its_files_from_where_a_logged_model_put_them(char_lm, tmp_path):
     assert BeamSearchDecoder().files() == {}
 
 
+def test_a_wider_beam_keeps_the_lm_lexicon_and_weights(char_lm, tmp_path):
+    lexicon = tmp_path / "words.txt"
+    lexicon.write_text("the\ncat\nhat\neat\n")
+    decoder = BeamSearchDecoder(beam_width=8, lm=char_lm, lm_weight=1.0, word_score=2.0, lexicon=lexicon)
+    wider = decoder.with_beam_width(30)
+    assert (wider.beam_width, decoder.beam_width) == (30, 8)
+    assert repr(wider) == repr(decoder).replace("beam_width=8", "beam_width=30")
+    assert _texts(_log_probs(AMBIGUOUS), wider) == ["the cat"]  # the LM still weighs in
+
+
 def test_survives_pickling_and_copies(char_lm):
     decoder = BeamSearchDecoder(beam_width=8, lm=char_lm, lm_weight=1.0)
     log_probs = _log_probs(AMBIGUOUS)

@@ -17,6 +17,7 @@ import torch
 from torchmetrics.text import CharErrorRate
 
 import htr
+from htr.cli import main
 from htr.data.documents import clean_text
 from htr.data.iam import IAMDataModule
 from htr.transcribe_pages import transcribe_page
@@ -24,6 +25,7 @@ from tests.helpers import REPO_ROOT, shared_dataset
 
 WILL_PAGES = 4  # the first pages of the wills in file-name order: 86 lines
 IAM_LINES = 30  # the first lines of handwriting-en's validation writers
+LECTAUREP_LINES = 16  # the first lines of one french_lines source, where beam widths 1 and 30 read differently
 CER_BOUND = {"handwriting-fr": 0.24, "handwriting-en": 0.11}  # shipped decoders; measured 19.6% and 7.6% (2026-12-06)
 
 
@@ -63,6 +65,17 @@ def test_handwriting_en_reads_writers_it_never_trained_on(monkeypatch: pytest.Mo
     predictions = [result.text for result in recognizer.transcribe([str(sample.path) for sample in samples])]
     cer = float(CharErrorRate()(predictions, [sample.text for sample in samples]))
     assert cer <= CER_BOUND["handwriting-en"], f"CER {cer:.3f} on {len(samples)} lines"
+
+
+@pytest.mark.slow
+def test_beam_width_resizes_the_shipped_search_keeping_its_lm_and_lexicon(capsys: pytest.CaptureFixture):
+    lines = sorted((shared_dataset("french_lines") / "lectaurep").rglob("*.jpg"))[:LECTAUREP_LINES]
+    recognizer = htr.load_model("handwriting-fr")
+    shipped = [result.text for result in recognizer.transcribe(lines)]  # beam 30
+    recognizer.decoder = recognizer.decoder.with_beam_width(1)
+    narrow = [result.text for result in recognizer.transcribe(lines)]
+    main(["transcribe", "--model", "handwriting-fr", "--beam-width", "1", *map(str, lines)])
+    assert [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()] == narrow != shipped
 
 
 @pytest.mark.slow

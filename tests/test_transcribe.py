@@ -153,3 +153,9 @@ def test_models_that_do_not_load_are_one_error_line(onnx_model: Path, captcha_fi
             run(["transcribe", "--model", *model, str(captcha_files)])
         assert str(exit_.value.code).startswith("htr: error: --model: ") and reason in exit_.value.code, model
         assert capsys.readouterr().err == ""  # no argparse usage text
+
+
+def test_beam_width_needs_a_beam_search(onnx_model: Path, captcha_files: Path, capsys):
+    with pytest.raises(SystemExit):
+        main(["transcribe", "--model", str(onnx_model), "--beam-width", "30", str(captcha_files)])
+    assert f"--beam-width: {onnx_model} decodes greedily; add --decoder beam" in capsys.readouterr().err
