@@ -103,13 +103,15 @@ class BeamSearchDecoder(Decoder):
 
     def with_files(self, files: Mapping[str, str]) -> BeamSearchDecoder:
         """A copy that reads its files from ``files`` (argument name -> path), e.g. a logged model's artifacts."""
-        return BeamSearchDecoder(
-            **{**self.__getstate__(), **{name: files[name] for name in self.files() if name in files}}
-        )
+        return self._replaced(**{name: files[name] for name in self.files() if name in files})
 
     def with_beam_width(self, beam_width: int) -> BeamSearchDecoder:
         """A copy that keeps ``beam_width`` hypotheses per step, its LM, lexicon and weights unchanged."""
-        return BeamSearchDecoder(**{**self.__getstate__(), "beam_width": beam_width})
+        return self._replaced(beam_width=beam_width)
+
+    def _replaced(self, **changes: Any) -> BeamSearchDecoder:
+        """A new decoder with these init arguments changed (flashlight's objects are built again on first use)."""
+        return BeamSearchDecoder(**{**self.__getstate__(), **changes})
 
     def _build(self, alphabet: Alphabet) -> LexiconDecoder | LexiconFreeDecoder:
         # The files are opened here, not in __init__, so that a checkpoint naming them loads anywhere and a logged
